@@ -1,0 +1,1 @@
+"""Thin Dagster wrappers; domain logic lives in plain modules under bioasset/."""

@@ -1,0 +1,75 @@
+"""Storage addressed by URL through fsspec: a local path and ``s3://…`` take the same code path."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+import fsspec
+from fsspec.core import url_to_fs
+
+
+def filesystem_for(
+    url: str,
+    *,
+    endpoint_url: str | None = None,
+    anon: bool | None = None,
+    key: str | None = None,
+    secret: str | None = None,
+    region: str | None = None,
+) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem and the protocol-less root path for ``url``.
+
+    For ``s3://`` URLs the options configure s3fs: anonymous access unless credentials are given
+    (the iNaturalist bucket is public-read), an optional S3-compatible endpoint and region.
+    """
+    options: dict[str, Any] = {}
+    if url.startswith(("s3://", "s3a://")):
+        if anon is None:
+            anon = not (key or secret)
+        options["anon"] = anon
+        if key or secret:
+            options["key"] = key
+            options["secret"] = secret
+        client_kwargs: dict[str, Any] = {}
+        if endpoint_url:
+            client_kwargs["endpoint_url"] = endpoint_url
+        if region:
+            client_kwargs["region_name"] = region
+        if client_kwargs:
+            options["client_kwargs"] = client_kwargs
+    fs, root = url_to_fs(url, **options)
+    return fs, root.rstrip("/") if root not in ("/", "") else root
+
+
+def join(root: str, *parts: str) -> str:
+    """Join path parts with ``/``, the separator every fsspec filesystem understands."""
+    pieces = [root.rstrip("/")] + [p.strip("/") for p in parts if p]
+    return "/".join(pieces)
+
+
+def atomic_write_bytes(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that no reader ever sees a half-written file.
+
+    Write to a unique temporary name beside the target, then rename. On object stores a
+    single PUT is already atomic, so the rename step is skipped there.
+    """
+    parent = path.rsplit("/", 1)[0] if "/" in path else "."
+    if _is_local(fs):
+        os.makedirs(parent, exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    else:
+        fs.pipe_file(path, data)
+
+
+def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return protocol in ("file", "local")
