@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "bioasset.demo",
     "bioasset.sample_bucket.command",
     "bioasset.snapshot_commands",
+    "bioasset.ui_commands",
 )
 
 

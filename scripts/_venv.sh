@@ -1,0 +1,30 @@
+# Sourced by scripts/demo and scripts/test: create or reuse ./.venv and install bioasset into it.
+# Needs only Python >= 3.11 and git. Reinstalls when pyproject.toml changes.
+set -euo pipefail
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+
+PYTHON="${PYTHON:-python3}"
+if ! "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; then
+    echo "bioasset needs Python >= 3.11, but '$PYTHON' is $("$PYTHON" --version 2>&1 || echo missing)." >&2
+    echo "Fix: install Python 3.11+ and run again with PYTHON=/path/to/python3.11." >&2
+    exit 2
+fi
+
+VENV="$REPO_ROOT/.venv"
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "==> creating virtualenv $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+
+STAMP="$VENV/.bioasset-installed"
+WANT="$(cat pyproject.toml | "$VENV/bin/python" -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')"
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
+    echo "==> installing bioasset and its dependencies into $VENV (first run takes a few minutes: torch is large)"
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip
+    "$VENV/bin/python" -m pip install --quiet -e '.[dev]'
+    echo "$WANT" > "$STAMP"
+fi
+
+export BIOASSET_HOME="${BIOASSET_HOME:-$REPO_ROOT/.bioasset}"
+export DAGSTER_HOME="${DAGSTER_HOME:-$BIOASSET_HOME/dagster}"
