@@ -1,0 +1,543 @@
+"""The image download engine: concurrent, resumable, verified downloads into the image store.
+
+One asyncio event loop does the network I/O (aiohttp, or fsspec on an I/O thread pool); a small
+thread pool decodes, resizes, hashes and writes, where Pillow and hashlib release the GIL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Any
+
+from PIL import Image
+
+from bioasset.download.fetch import Fetcher, RetryPolicy
+from bioasset.download.images import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_RESAMPLE,
+    ImageRejected,
+    VerifiedImage,
+    verify_image,
+)
+from bioasset.download.items import (
+    INATURALIST_SOURCE,
+    DownloadItem,
+    ImageStore,
+    InvalidItemError,
+    checked_extension,
+    checked_folder_name,
+    checked_photo_id,
+    checked_size,
+    checked_source_url,
+    stored_size_name,
+)
+from bioasset.download.journal import Journal, StoredImage
+from bioasset.storage import atomic_write_bytes
+
+DEFAULT_MAX_IMAGE_BYTES = 50 * 1024 * 1024
+
+
+class Outcome(StrEnum):
+    FETCHED = "fetched"  # downloaded, verified and stored in this run
+    SKIPPED = "skipped"  # already in the store and verified (or a duplicate item)
+    MISSING = "missing"  # 404/403/410: the metadata points to a deleted or hidden photo
+    FAILED = "failed"  # gave up after retries, or an error that retrying cannot fix
+    QUARANTINED = "quarantined"  # not an image, truncated, corrupt or a bomb: kept under _quarantine/
+    INVALID = "invalid"  # the item itself is unsafe or malformed (bad id, size or extension)
+
+
+@dataclass(frozen=True, slots=True)
+class ItemResult:
+    """What happened to one item. ``path`` is where its bytes are: in the store, or in quarantine."""
+
+    item: DownloadItem
+    outcome: Outcome
+    path: str | None = None
+    sha256: str | None = None
+    width: int | None = None
+    height: int | None = None
+    bytes_stored: int = 0
+    bytes_downloaded: int = 0
+    attempts: int = 0
+    reason: str | None = None
+    rejection: str | None = None  # for quarantined items: corrupt, not_an_image, wrong_content_type, …
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadProgress:
+    """Handed to the progress callback about once per ``progress_interval_s``, and at the end."""
+
+    done: int
+    total: int
+    counts: Mapping[str, int]
+    bytes_downloaded: int
+    elapsed_s: float
+
+    @property
+    def images_per_s(self) -> float:
+        """Images downloaded and stored per second (skipped ones are not counted)."""
+        return self.counts.get(Outcome.FETCHED, 0) / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def __str__(self) -> str:
+        counts = ", ".join(f"{count} {outcome}" for outcome, count in self.counts.items() if count)
+        return (
+            f"{self.done}/{self.total} images ({counts or 'none yet'}), "
+            f"{self.bytes_downloaded / 1e6:.1f} MB, {self.images_per_s:.1f} images/s"
+        )
+
+
+@dataclass(slots=True)
+class DownloadReport:
+    results: list[ItemResult]
+    elapsed_s: float
+    bytes_downloaded: int
+    bytes_stored: int  # bytes written to the store by this run
+    retries: int
+    throttled_responses: int
+    counts: dict[str, int] = field(init=False)  # outcome -> number of items, every outcome present
+
+    def __post_init__(self) -> None:
+        tally = Counter(result.outcome for result in self.results)
+        self.counts = {outcome.value: tally.get(outcome, 0) for outcome in Outcome}
+
+    @property
+    def images_per_s(self) -> float:
+        """Images downloaded and stored per second of the whole run."""
+        return self.counts[Outcome.FETCHED] / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def with_outcome(self, *outcomes: Outcome) -> list[ItemResult]:
+        return [result for result in self.results if result.outcome in outcomes]
+
+    def summary(self) -> dict[str, int | float]:
+        """Plain numbers for logs and Dagster materialization metadata."""
+        return {
+            **self.counts,
+            "items": len(self.results),
+            "bytes_downloaded": self.bytes_downloaded,
+            "bytes_stored": self.bytes_stored,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "images_per_s": round(self.images_per_s, 1),
+            "retries": self.retries,
+            "throttled_responses": self.throttled_responses,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Task:
+    index: int
+    item: DownloadItem
+    stored_size: str
+    name: str  # ``{photo_id}.{ext}``
+    extension: str
+    path: str
+    quarantine_path: str
+
+
+def download_images(
+    items: Iterable[DownloadItem],
+    store: ImageStore | str | os.PathLike[str],
+    *,
+    source: str = INATURALIST_SOURCE,
+    concurrency: int = 16,
+    resize_shorter_side: int | None = None,
+    jpeg_quality: int = 90,
+    max_retries: int = 5,
+    timeout_s: float = 30.0,
+    progress: Callable[[DownloadProgress], None] | None = None,
+    journal: str = "default",
+    max_rate: float | None = None,
+    decode_threads: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+    backoff_base_s: float = 0.5,
+    backoff_max_s: float = 30.0,
+    resample: Image.Resampling = DEFAULT_RESAMPLE,
+    source_options: Mapping[str, Any] | None = None,
+    progress_interval_s: float = 1.0,
+    checkpoint_interval_s: float = 5.0,
+) -> DownloadReport:
+    """Download, verify and store images at ``{store}/{source}/{size}/{photo_id}.{ext}``.
+
+    Images already in the store (and verified) are not fetched again, so a rerun after a crash
+    picks up where the last run stopped. Every image is decoded before it is stored; bytes that
+    are not a sound image go to ``{store}/_quarantine/…`` with a ``.reason.json``. With
+    ``resize_shorter_side``, larger images are shrunk so their shorter side has that many pixels
+    (JPEG and WebP at ``jpeg_quality``) and stored under the size folder
+    ``{size}-short{N}-q{quality}``.
+
+    ``concurrency`` requests are in flight at once; ``decode_threads`` (default: the usable CPUs)
+    threads decode and resize. ``max_rate`` caps requests per second per host; 429 responses lower
+    the rate further until the server stops refusing. ``journal`` names the verification journal:
+    give concurrent runs different names (e.g. their partition key). ``source_options`` configure
+    fsspec source URLs (e.g. ``endpoint_url`` for an S3-compatible server). ``progress`` is called
+    on the calling thread. Items that are unsafe or malformed come back as ``invalid``; nothing is
+    ever written outside the store.
+    """
+    checked_folder_name("source", source)
+    checked_folder_name("journal", journal)
+    image_store = store if isinstance(store, ImageStore) else ImageStore(store)
+    settings = _Settings(
+        source=source,
+        concurrency=concurrency,
+        resize_shorter_side=resize_shorter_side,
+        jpeg_quality=jpeg_quality,
+        timeout_s=timeout_s,
+        retry=RetryPolicy(max_retries=max_retries, backoff_base_s=backoff_base_s, backoff_max_s=backoff_max_s),
+        journal=journal,
+        max_rate=max_rate,
+        decode_threads=decode_threads or _usable_cpus(),
+        max_pixels=max_pixels,
+        max_image_bytes=max_image_bytes,
+        resample=resample,
+        source_options=source_options,
+        progress_interval_s=progress_interval_s,
+        checkpoint_interval_s=checkpoint_interval_s,
+    )
+    run = _Run(list(items), image_store, settings, progress)
+    return _run_to_completion(run.run)
+
+
+@dataclass(frozen=True, slots=True)
+class _Settings:
+    source: str
+    concurrency: int
+    resize_shorter_side: int | None
+    jpeg_quality: int
+    timeout_s: float
+    retry: RetryPolicy
+    journal: str
+    max_rate: float | None
+    decode_threads: int
+    max_pixels: int
+    max_image_bytes: int
+    resample: Image.Resampling
+    source_options: Mapping[str, Any] | None
+    progress_interval_s: float
+    checkpoint_interval_s: float
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.concurrency < 1:
+            problems.append(f"concurrency={self.concurrency}: use 1 or more requests in flight")
+        if self.resize_shorter_side is not None and self.resize_shorter_side < 1:
+            problems.append(f"resize_shorter_side={self.resize_shorter_side}: use a positive pixel count, or None")
+        if not 1 <= self.jpeg_quality <= 100:
+            problems.append(f"jpeg_quality={self.jpeg_quality}: use 1..100 (90 is a good default)")
+        if self.retry.max_retries < 0:
+            problems.append(f"max_retries={self.retry.max_retries}: use 0 or more")
+        if self.timeout_s <= 0:
+            problems.append(f"timeout_s={self.timeout_s}: use a positive number of seconds")
+        if self.max_pixels < 1:
+            problems.append(f"max_pixels={self.max_pixels}: use a positive pixel count")
+        if problems:
+            raise ValueError("download_images settings are invalid: " + "; ".join(problems))
+
+
+class _Run:
+    """The state of one download_images call; lives on one event loop."""
+
+    def __init__(
+        self,
+        items: list[DownloadItem],
+        store: ImageStore,
+        settings: _Settings,
+        progress: Callable[[DownloadProgress], None] | None,
+    ) -> None:
+        self.items = items
+        self.store = store
+        self.settings = settings
+        self.progress = progress
+        self.results: list[ItemResult | None] = [None] * len(items)
+        self.journals: dict[str, Journal] = {}
+        self.counts = Counter({outcome.value: 0 for outcome in Outcome})
+        self.done = 0
+        self.bytes_downloaded = 0
+        self.started = time.perf_counter()
+        self._last_progress = self.started
+        self.cpu_pool: Executor = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="bioasset-decode")
+        # Writes to a remote store wait on the network: give them their own, wider pool.
+        self.store_pool: Executor = (
+            self.cpu_pool
+            if store.is_local
+            else ThreadPoolExecutor(settings.concurrency, thread_name_prefix="bioasset-store")
+        )
+
+    async def run(self) -> DownloadReport:
+        try:
+            tasks, duplicates = self._plan()
+            await self._load_journals({task.stored_size for task in tasks})
+            settings = self.settings
+            async with Fetcher(
+                concurrency=settings.concurrency,
+                timeout_s=settings.timeout_s,
+                retry=settings.retry,
+                max_image_bytes=settings.max_image_bytes,
+                max_rate=settings.max_rate,
+                source_options=settings.source_options,
+            ) as fetcher:
+                self.fetcher = fetcher
+                checkpoints = asyncio.create_task(self._checkpoint_periodically())
+                pending = iter(tasks)
+                workers = [asyncio.create_task(self._work(pending)) for _ in range(settings.concurrency)]
+                try:
+                    await asyncio.gather(*workers)
+                except BaseException:
+                    for worker in workers:
+                        worker.cancel()
+                    raise
+                finally:
+                    checkpoints.cancel()
+                    await self._checkpoint()
+            for index, first in duplicates:
+                self._finish(index, _duplicate_result(self.items[index], index, first, self.results[first]))
+            self._report_progress(final=True)
+            return DownloadReport(
+                results=list(self.results),  # type: ignore[arg-type]  # every slot is filled by now
+                elapsed_s=time.perf_counter() - self.started,
+                bytes_downloaded=self.bytes_downloaded,
+                bytes_stored=sum(r.bytes_stored for r in self.results if r and r.outcome == Outcome.FETCHED),
+                retries=fetcher.retries,
+                throttled_responses=fetcher.throttled_responses,
+            )
+        finally:
+            self.cpu_pool.shutdown(wait=False, cancel_futures=True)
+            self.store_pool.shutdown(wait=False, cancel_futures=True)
+
+    def _plan(self) -> tuple[list[_Task], list[tuple[int, int]]]:
+        """Validate every item up front; invalid ones are finished at once, duplicates later."""
+        tasks: list[_Task] = []
+        duplicates: list[tuple[int, int]] = []
+        first_by_path: dict[str, int] = {}
+        source = self.settings.source
+        for index, item in enumerate(self.items):
+            try:
+                checked_source_url(item.source_url)
+                extension = checked_extension(item.extension)
+                stored_size = stored_size_name(
+                    checked_size(source, item.size), self.settings.resize_shorter_side, self.settings.jpeg_quality
+                )
+                name = f"{checked_photo_id(item.photo_id)}.{extension}"
+                path = self.store.path_for(source, stored_size, item.photo_id, extension)
+                quarantine_path = self.store.quarantine_path_for(source, stored_size, item.photo_id, extension)
+            except InvalidItemError as error:
+                self._finish(index, ItemResult(item, Outcome.INVALID, reason=str(error)))
+                continue
+            if path in first_by_path:
+                duplicates.append((index, first_by_path[path]))
+                continue
+            first_by_path[path] = index
+            tasks.append(_Task(index, item, stored_size, name, extension, path, quarantine_path))
+        return tasks, duplicates
+
+    async def _load_journals(self, stored_sizes: set[str]) -> None:
+        for stored_size in sorted(stored_sizes):
+            path = self.store.journal_path(self.settings.source, stored_size, self.settings.journal)
+            journal = Journal(self.store.fs, path)
+            self.journals[stored_size] = await self._in(self.store_pool, journal.load)
+
+    async def _work(self, pending: Iterable[_Task]) -> None:
+        for task in pending:  # one iterator shared by all workers: each task is taken once
+            self._finish(task.index, await self._download(task))
+
+    async def _download(self, task: _Task) -> ItemResult:
+        item = task.item
+        journal = self.journals[task.stored_size]
+        try:
+            stored_bytes = await self._stored_bytes(task.path)
+        except OSError as error:
+            return ItemResult(item, Outcome.FAILED, reason=f"cannot check the store at {task.path}: {error}")
+        known = journal.get(task.name)
+        if stored_bytes is not None:
+            if known is not None and known.bytes == stored_bytes:
+                return _stored_result(item, Outcome.SKIPPED, task.path, known, reason="in the store and journal")
+            # Written after the last journal checkpoint (or changed since): verify what is there.
+            skipped = await self._verify_stored(task)
+            if skipped is not None:
+                return skipped
+        elif known is not None:
+            journal.discard(task.name)  # the journal remembers a file that is gone
+
+        fetched = await self.fetcher.fetch(item.source_url)
+        self.bytes_downloaded += len(fetched.data)
+        if fetched.kind == "missing":
+            return ItemResult(item, Outcome.MISSING, attempts=fetched.attempts, reason=fetched.reason)
+        if fetched.kind == "failed":
+            return ItemResult(item, Outcome.FAILED, attempts=fetched.attempts, reason=fetched.reason)
+        if fetched.kind == "wrong_content_type":
+            rejected = ImageRejected("wrong_content_type", fetched.reason or "not an image content type")
+            return await self._quarantine(task, fetched.data, rejected, fetched.attempts)
+        try:
+            record = await self._store(task, fetched.data)
+        except ImageRejected as rejected:
+            return await self._quarantine(task, fetched.data, rejected, fetched.attempts)
+        except OSError as error:
+            return ItemResult(item, Outcome.FAILED, attempts=fetched.attempts, bytes_downloaded=len(fetched.data),
+                              reason=f"cannot write {task.path}: {error}; check the store's space and permissions")
+        journal.add(record)
+        return _stored_result(item, Outcome.FETCHED, task.path, record, fetched.attempts, len(fetched.data))
+
+    async def _stored_bytes(self, path: str) -> int | None:
+        """The size of the stored file, or None if there is none."""
+        if self.store.is_local:
+            try:  # a stat is cheaper inline than a hop to a thread
+                return os.stat(path).st_size
+            except FileNotFoundError:
+                return None
+        return await self._in(self.store_pool, _remote_size, self.store.fs, path)
+
+    async def _verify_stored(self, task: _Task) -> ItemResult | None:
+        """Skip a file already in the store if it verifies; quarantine it (and return None) if not."""
+        try:
+            data = await self._in(self.store_pool, self.store.fs.cat_file, task.path)
+            verified = await self._in(self.cpu_pool, self._verify, task, data, False)
+        except ImageRejected as rejected:
+            self.journals[task.stored_size].discard(task.name)
+            try:
+                await self._in(self.store_pool, self._write_quarantine, task, None, rejected)
+            except OSError:
+                pass  # the bad file could not be moved aside; the fresh download replaces it
+            return None
+        except OSError:
+            return None  # gone or unreadable: fetch it again
+        record = _stored_image(task, verified)
+        self.journals[task.stored_size].add(record)
+        return _stored_result(task.item, Outcome.SKIPPED, task.path, record, reason="in the store, verified again")
+
+    async def _store(self, task: _Task, data: bytes) -> StoredImage:
+        if self.store.is_local:  # one hop: verify and write on the same worker thread
+            return await self._in(self.cpu_pool, self._verify_and_write, task, data)
+        verified = await self._in(self.cpu_pool, self._verify, task, data, True)
+        return await self._in(self.store_pool, self._write, task, verified)
+
+    def _verify(self, task: _Task, data: bytes, resize: bool) -> VerifiedImage:
+        settings = self.settings
+        return verify_image(
+            data,
+            extension=task.extension,
+            resize_shorter_side=settings.resize_shorter_side if resize else None,
+            jpeg_quality=settings.jpeg_quality,
+            max_pixels=settings.max_pixels,
+            resample=settings.resample,
+        )
+
+    def _verify_and_write(self, task: _Task, data: bytes) -> StoredImage:
+        return self._write(task, self._verify(task, data, True))
+
+    def _write(self, task: _Task, verified: VerifiedImage) -> StoredImage:
+        atomic_write_bytes(self.store.fs, task.path, verified.data)
+        return _stored_image(task, verified)
+
+    async def _quarantine(self, task: _Task, data: bytes, rejected: ImageRejected, attempts: int) -> ItemResult:
+        try:
+            await self._in(self.store_pool, self._write_quarantine, task, data, rejected)
+        except OSError as error:
+            return ItemResult(task.item, Outcome.FAILED, attempts=attempts, bytes_downloaded=len(data),
+                              reason=f"{rejected.reason}; and cannot write quarantine {task.quarantine_path}: {error}")
+        return ItemResult(
+            task.item, Outcome.QUARANTINED, path=task.quarantine_path, bytes_downloaded=len(data),
+            attempts=attempts, reason=rejected.reason, rejection=rejected.kind,
+        )
+
+    def _write_quarantine(self, task: _Task, data: bytes | None, rejected: ImageRejected) -> None:
+        """Keep the rejected bytes (``data``, or the stored file when None) with a reason beside them."""
+        fs = self.store.fs
+        if data is None:
+            fs.makedirs(task.quarantine_path.rsplit("/", 1)[0], exist_ok=True)
+            fs.mv(task.path, task.quarantine_path)
+        else:
+            atomic_write_bytes(fs, task.quarantine_path, data)
+        reason = {
+            "photo_id": task.item.photo_id,
+            "source_url": task.item.source_url,
+            "rejection": rejected.kind,
+            "reason": rejected.reason,
+            "quarantined_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        atomic_write_bytes(fs, f"{task.quarantine_path}.reason.json", json.dumps(reason, indent=2).encode())
+
+    async def _checkpoint_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.checkpoint_interval_s)
+            await self._checkpoint()
+
+    async def _checkpoint(self) -> None:
+        for journal in self.journals.values():
+            content = journal.snapshot()
+            if content is not None:
+                await self._in(self.store_pool, journal.write, content)
+
+    def _finish(self, index: int, result: ItemResult) -> None:
+        self.results[index] = result
+        self.done += 1
+        self.counts[result.outcome.value] += 1
+        self._report_progress()
+
+    def _report_progress(self, final: bool = False) -> None:
+        if self.progress is None:
+            return
+        now = time.perf_counter()
+        if final or now - self._last_progress >= self.settings.progress_interval_s:
+            self._last_progress = now
+            self.progress(
+                DownloadProgress(self.done, len(self.items), dict(self.counts), self.bytes_downloaded, now - self.started)
+            )
+
+    @staticmethod
+    async def _in(pool: Executor, function: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(pool, function, *args)
+
+
+def _stored_image(task: _Task, verified: VerifiedImage) -> StoredImage:
+    return StoredImage(task.name, verified.sha256, verified.width, verified.height, len(verified.data), verified.format)
+
+
+def _stored_result(
+    item: DownloadItem, outcome: Outcome, path: str, record: StoredImage, attempts: int = 0,
+    bytes_downloaded: int = 0, reason: str | None = None,
+) -> ItemResult:
+    return ItemResult(
+        item, outcome, path=path, sha256=record.sha256, width=record.width, height=record.height,
+        bytes_stored=record.bytes, bytes_downloaded=bytes_downloaded, attempts=attempts, reason=reason,
+    )
+
+
+def _duplicate_result(item: DownloadItem, index: int, first: int, first_result: ItemResult | None) -> ItemResult:
+    assert first_result is not None
+    outcome = Outcome.SKIPPED if first_result.outcome == Outcome.FETCHED else first_result.outcome
+    return replace(first_result, item=item, outcome=outcome, bytes_downloaded=0, attempts=0,
+                   reason=f"same image as item {first}" + (f": {first_result.reason}" if first_result.reason else ""))
+
+
+def _usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a container's cpuset), not the host's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 2
+
+
+def _remote_size(fs: Any, path: str) -> int | None:
+    try:
+        return fs.size(path)
+    except FileNotFoundError:
+        return None
+
+
+def _run_to_completion(make_coroutine: Callable[[], Any]) -> Any:
+    """Run the engine's event loop on this thread, or on a helper thread when this thread already
+    runs one (a notebook, an async caller)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make_coroutine())
+    with ThreadPoolExecutor(1, thread_name_prefix="bioasset-download") as helper:
+        return helper.submit(lambda: asyncio.run(make_coroutine())).result()
