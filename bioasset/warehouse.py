@@ -198,7 +198,7 @@ class Warehouse:
         targets = self.latest_table_paths()
         self.root.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + (self.view_lock_timeout_s if timeout_s is None else timeout_s)
-        with _file_lock(self.lock_path, deadline):
+        with file_lock(self.lock_path, deadline):
             delay = 0.05
             while True:
                 try:
@@ -232,7 +232,7 @@ class Warehouse:
 
 
 @contextmanager
-def _file_lock(path: Path, deadline: float) -> Iterator[None]:
+def file_lock(path: Path, deadline: float) -> Iterator[None]:
     """An exclusive ``fcntl`` lock on ``path``, polled until ``deadline``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+b") as handle:
