@@ -11,7 +11,10 @@ import importlib
 import sys
 
 COMMAND_MODULES = (
+    "bioasset.dataset_commands",
     "bioasset.demo",
+    "bioasset.image_commands",
+    "bioasset.predict_commands",
     "bioasset.sample_bucket.command",
     "bioasset.snapshot_commands",
     "bioasset.ui_commands",

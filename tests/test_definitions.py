@@ -33,7 +33,7 @@ def test_dagster_definitions_validate_command(tmp_path):
 
 def test_cli_lists_every_command(capsys):
     help_text = build_parser().format_help()
-    for command in ("demo", "sample-bucket", "snapshots", "ui"):
+    for command in ("datasets", "demo", "images", "predict", "sample-bucket", "snapshots", "ui"):
         assert command in help_text
 
 

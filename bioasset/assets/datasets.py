@@ -1,0 +1,332 @@
+"""Dataset assets: ``dataset_manifest[dataset]`` → ``taxon_images[taxon]`` → ``dataset_version[dataset]``.
+
+Thin wrappers over :mod:`bioasset.selection` and :mod:`bioasset.registry`.
+
+- ``datasets`` partitions are static, one per spec in the specs folder, read when the code
+  location loads (``BIOASSET_DATASETS_DIR``, default the repository's ``datasets/``). A dataset
+  is a reviewed file in the repository: it shows up after a code-location reload, with no sensor
+  to switch on, and a broken spec fails the load with the spec's own error message.
+- ``dataset_manifest`` follows the newest snapshot: it depends on the last ``snapshots``
+  partition of ``media`` and ``taxonomy`` and is ``eager()``, so the automation sensor recomputes
+  every manifest once a new snapshot's media is built. It adds a ``taxa`` partition for each
+  class itself, so the classes are there as soon as the manifest is.
+- ``taxon_images`` downloads one class for every dataset that has it. Which classes need a run
+  after a manifest changes is decided by ``taxon_images_sensor`` (bioasset/sensors/dataset_sensors.py).
+- ``dataset_version`` freezes a manifest once every class of it is downloaded; its blocking
+  ``images_complete`` check verifies that every image of the version is in the store.
+"""
+
+
+import base64
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from dagster import (
+    AllPartitionMapping,
+    AssetCheckResult,
+    AssetCheckSpec,
+    AssetDep,
+    AssetExecutionContext,
+    AssetsDefinition,
+    AutomationCondition,
+    Config,
+    DynamicPartitionsDefinition,
+    Failure,
+    LastPartitionMapping,
+    MaterializeResult,
+    MetadataValue,
+    StaticPartitionsDefinition,
+    asset,
+)
+from pydantic import Field
+
+from bioasset.assets.ingest import WAREHOUSE_POOL, _md_table
+from bioasset.dataset_spec import DatasetSpec, load_specs
+from bioasset.registry import card_dir, freeze_version
+from bioasset.registry import read_manifest as read_version_manifest
+from bioasset.resources import OpenDataBucket, WarehouseResource
+from bioasset.resources.image_store import ImageStoreResource
+from bioasset.selection import (
+    ImagesCompleteness,
+    ManifestBuild,
+    TaxonImagesBuild,
+    absent_store_files,
+    build_manifest,
+    download_taxon_images,
+    manifest_with_images,
+)
+
+DATASETS_DIR_ENV = "BIOASSET_DATASETS_DIR"
+DATASETS_GROUP = "datasets"
+
+#: One partition per label class of any dataset, keyed ``{taxon_id}-{slug}``.
+taxa_partitions = DynamicPartitionsDefinition(name="taxa")
+
+IMAGES_COMPLETE = "images_complete"
+
+#: The update report lists at most this many changed classes (the totals count them all).
+UPDATE_REPORT_CLASSES = 50
+
+
+def default_specs_dir() -> Path:
+    """``BIOASSET_DATASETS_DIR``, else the repository's ``datasets/`` folder."""
+    return Path(os.environ.get(DATASETS_DIR_ENV) or Path(__file__).resolve().parents[2] / "datasets")
+
+
+class TaxonImagesConfig(Config):
+    """Download settings of one ``taxon_images`` run."""
+
+    concurrency: int = Field(default=16, description="Requests in flight at once")
+    max_rate: Optional[float] = Field(default=None, description="Requests per second per host at most; 429s lower it further")
+    max_retries: int = Field(default=5, description="Retries of a failing image before it counts as failed")
+    timeout_s: float = Field(default=30.0, description="Seconds one request may take")
+
+
+@dataclass(frozen=True)
+class DatasetAssets:
+    """The dataset assets built over one specs folder."""
+
+    specs_dir: Path
+    datasets_partitions: StaticPartitionsDefinition
+    dataset_manifest: AssetsDefinition
+    taxon_images: AssetsDefinition
+    dataset_version: AssetsDefinition
+
+    @property
+    def assets(self) -> list[AssetsDefinition]:
+        return [self.dataset_manifest, self.taxon_images, self.dataset_version]
+
+
+def build_dataset_assets(specs_dir: str | os.PathLike[str] | None = None) -> DatasetAssets:
+    """The dataset assets, with one ``datasets`` partition per spec in ``specs_dir``."""
+    folder = Path(specs_dir) if specs_dir is not None else default_specs_dir()
+    datasets_partitions = StaticPartitionsDefinition(sorted(load_specs(folder)))
+
+    def spec_named(name: str) -> DatasetSpec:
+        # Read again at run time, so that an edited spec takes effect without a reload.
+        specs = load_specs(folder)
+        if name not in specs:
+            raise Failure(
+                f"No dataset spec named {name!r} in {folder} any more (it has {', '.join(sorted(specs)) or 'none'}). "
+                "Fix: restore the spec, or reload the code location so that the partition goes away."
+            )
+        return specs[name]
+
+    @asset(
+        partitions_def=datasets_partitions,
+        group_name=DATASETS_GROUP,
+        deps=[AssetDep(table, partition_mapping=LastPartitionMapping()) for table in ("taxonomy", "media")],
+        automation_condition=AutomationCondition.eager(),
+        kinds={"duckdb", "parquet"},
+        pool=WAREHOUSE_POOL,
+        description="The dataset's photos from the newest snapshot: one row per photo with its label at the spec's "
+        "rank, 7-rank path, license, attribution, source URL and split (stable across snapshots), at "
+        "{warehouse}/datasets/{name}/manifest.parquet. Adds a `taxa` partition per class.",
+    )
+    def dataset_manifest(
+        context: AssetExecutionContext, open_data: OpenDataBucket, warehouse: WarehouseResource
+    ) -> MaterializeResult:
+        spec = spec_named(context.partition_key)
+        build = build_manifest(warehouse.warehouse(), spec, open_data_url=open_data.resolved_url())
+        known = set(context.instance.get_dynamic_partitions(taxa_partitions.name))
+        new_keys = [key for key in build.taxon_keys if key not in known]
+        if new_keys:
+            context.instance.add_dynamic_partitions(taxa_partitions.name, new_keys)
+        for dropped in build.dropped_classes:
+            context.log.warning(f"Class {dropped.label_name} ({dropped.label_id}) dropped: {dropped.detail}")
+        return MaterializeResult(metadata=_manifest_metadata(build, new_keys))
+
+    @asset(
+        partitions_def=taxa_partitions,
+        group_name=DATASETS_GROUP,
+        deps=[AssetDep(dataset_manifest, partition_mapping=AllPartitionMapping())],
+        kinds={"parquet"},
+        description="Every image the current manifests need of one class (each needed size and resize), downloaded "
+        "and verified into the image store; only images not stored yet are fetched. Writes the class's "
+        "images index to {warehouse}/taxon_images/{key}.parquet.",
+    )
+    def taxon_images(
+        context: AssetExecutionContext,
+        config: TaxonImagesConfig,
+        open_data: OpenDataBucket,
+        warehouse: WarehouseResource,
+        image_store: ImageStoreResource,
+    ) -> MaterializeResult:
+        key = context.partition_key
+        build = download_taxon_images(
+            warehouse.warehouse(),
+            image_store.store(),
+            key,
+            progress=lambda progress: context.log.info(f"{key}: {progress}"),
+            source_options=_source_options(open_data),
+            concurrency=config.concurrency,
+            max_rate=config.max_rate,
+            max_retries=config.max_retries,
+            timeout_s=config.timeout_s,
+        )
+        if not build.datasets:
+            context.log.warning(f"No current manifest has the class {key}; nothing to download.")
+        return MaterializeResult(metadata=_taxon_images_metadata(build, image_store.resolved_url()))
+
+    @asset(
+        partitions_def=datasets_partitions,
+        group_name=DATASETS_GROUP,
+        deps=[dataset_manifest, AssetDep(taxon_images, partition_mapping=AllPartitionMapping())],
+        kinds={"parquet"},
+        check_specs=[
+            AssetCheckSpec(
+                IMAGES_COMPLETE,
+                asset="dataset_version",
+                blocking=True,
+                description="Every row of the manifest has a verified image that is in the image store, or is counted "
+                "as missing with the reason its download gave (missing upstream, failed, quarantined).",
+            )
+        ],
+        description="The manifest with its verified images, frozen as an immutable, content-addressed version in the "
+        "dataset registry, with its dataset card. Refuses while some of its classes are not downloaded yet.",
+    )
+    def dataset_version(
+        context: AssetExecutionContext, warehouse: WarehouseResource, image_store: ImageStoreResource
+    ) -> MaterializeResult:
+        from bioasset.dataset_card import CARD_FILES  # imports matplotlib: only where needed
+
+        name, wh, store = context.partition_key, warehouse.warehouse(), image_store.store()
+        table, completeness, info = manifest_with_images(wh, name)
+        if not completeness.complete:
+            waiting = completeness.not_downloaded_keys
+            raise Failure(
+                f"{completeness.not_downloaded} of the {completeness.rows} photos of {name} have no download yet, in "
+                f"{len(waiting)} classes. Fix: materialize taxon_images for {', '.join(waiting[:10])}"
+                f"{' ...' if len(waiting) > 10 else ''} (or switch on taxon_images_sensor), then materialize this again.",
+                metadata=_completeness_metadata(completeness),
+            )
+        frozen = freeze_version(wh, name, table, snapshot=info.snapshot, spec_hash=info.spec_hash, image_store=store)
+        version = frozen.version
+        if frozen.catalog_view_error:
+            context.log.warning(frozen.catalog_view_error)
+        absent = absent_store_files(store, read_version_manifest(wh, version).column("image_path").to_pylist())
+        check = AssetCheckResult(
+            check_name=IMAGES_COMPLETE,
+            passed=not absent and version.images + version.missing_images == completeness.rows,
+            metadata={**_completeness_metadata(completeness), "files_absent_from_store": len(absent)},
+            description=(
+                f"{len(absent)} images of the version are not in the store {store.url}, e.g. {', '.join(absent[:5])}. "
+                "Fix: materialize taxon_images for their classes (it fetches them again), then this again."
+                if absent
+                else None
+            ),
+        )
+        return MaterializeResult(
+            metadata={
+                "version": version.version,
+                "ref": version.ref,
+                "new_version": frozen.created,
+                "sequence": version.sequence,
+                "parent_version": version.parent_version or "(none)",
+                "snapshot": version.snapshot or "",
+                "dagster/row_count": version.images,
+                "classes": version.class_count,
+                **version.images_per_split,
+                "missing_images": version.missing_images,
+                "added": version.added,
+                "removed": version.removed,
+                "relabelled": version.relabelled,
+                "resplit": version.resplit,
+                "card": MetadataValue.path(str(card_dir(wh, version) / CARD_FILES["card"])),
+                "path": MetadataValue.path(str(frozen.path)),
+            },
+            check_results=[check],
+        )
+
+    return DatasetAssets(folder, datasets_partitions, dataset_manifest, taxon_images, dataset_version)
+
+
+def _source_options(open_data: OpenDataBucket) -> dict[str, Any]:
+    """fsspec options of the bucket's image URLs (used for s3:// URLs only)."""
+    credentials = open_data.access_key_id or open_data.secret_access_key
+    return {
+        "endpoint_url": open_data.resolved_endpoint_url(),
+        "anon": open_data.anonymous and not credentials,
+        "key": open_data.access_key_id,
+        "secret": open_data.secret_access_key,
+        "region": open_data.region,
+    }
+
+
+def _manifest_metadata(build: ManifestBuild, new_keys: list[str]) -> dict[str, Any]:
+    counts = build.class_counts
+    metadata: dict[str, Any] = {
+        "dagster/row_count": build.rows,
+        "classes": build.classes,
+        **build.per_split,
+        "snapshot": build.info.snapshot,
+        "spec_hash": build.info.spec_hash,
+        "photos_in_root_subtree": build.scanned,
+        "excluded": build.excluded,
+        "excluded_total": sum(build.excluded.values()),
+        "dropped_classes": _md_table(
+            ["label_id", "class", "photos", "reason"],
+            ((d.label_id, d.label_name, d.photos, d.detail) for d in build.dropped_classes),
+        ),
+        "class_histogram": _md_table(
+            ["label_id", "class", "photos", "train", "val", "test"],
+            counts[["label_id", "label_name", "photos", "train", "val", "test"]].itertuples(index=False),
+        ),
+        "taxa_partitions": len(build.taxon_keys),
+        "taxa_partitions_added": len(new_keys),
+        "moved_photos": build.moved_photos,
+        "compared_with": build.previous or "(nothing: first manifest)",
+        "path": MetadataValue.path(str(build.path)),
+        "elapsed_s": round(build.elapsed_s, 3),
+        "rows_per_s": round(build.scanned / build.elapsed_s) if build.elapsed_s > 0 else 0,
+    }
+    update = build.update
+    if update is not None:
+        changed = [c for c in update.classes if c.added or c.removed or c.relabelled_in or c.relabelled_out]
+        metadata |= {"added": update.added, "removed": update.removed, "relabelled": update.relabelled, "resplit": update.resplit}
+        metadata["update_report"] = _md_table(
+            ["label_id", "class", "before", "after", "added", "removed", "relabelled in", "relabelled out"],
+            (
+                (c.label_id, c.label_name, c.before, c.after, c.added, c.removed, c.relabelled_in, c.relabelled_out)
+                for c in changed[:UPDATE_REPORT_CLASSES]
+            ),
+        )
+    return metadata
+
+
+def _taxon_images_metadata(build: TaxonImagesBuild, store_url: str) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        **build.counts,
+        "images": build.images,
+        "dagster/row_count": build.images,
+        "bytes_downloaded": build.bytes_downloaded,
+        "bytes_stored": build.bytes_stored,
+        "images_per_s": round(build.images_per_s, 1),
+        "elapsed_s": round(build.elapsed_s, 3),
+        "retries": build.retries,
+        "datasets": ", ".join(build.datasets) or "(none)",
+        "sizes": ", ".join(build.sizes) or "(none)",
+        "photo_set_hash": build.photo_set_hash,
+        "image_store": store_url,
+        "index": MetadataValue.path(str(build.index_path)),
+    }
+    if build.grid_path is not None and build.grid_png is not None:
+        metadata["sample_grid"] = MetadataValue.path(str(build.grid_path))
+        inline = base64.b64encode(build.grid_png).decode()
+        metadata["samples"] = MetadataValue.md(f"![samples of {build.key}](data:image/png;base64,{inline})")
+    return metadata
+
+
+def _completeness_metadata(completeness: ImagesCompleteness) -> dict[str, Any]:
+    return {
+        "manifest_rows": completeness.rows,
+        "verified_images": completeness.verified,
+        "unavailable_images": completeness.unavailable,
+        "not_downloaded": completeness.not_downloaded,
+    }
+
+
+#: The dataset assets over the default specs folder, for the code location.
+DATASET_ASSETS = build_dataset_assets()

@@ -1,0 +1,317 @@
+"""The dataset assets end to end in a real Dagster instance: a generated sample bucket with images,
+ingested; manifests, taxa partitions, downloads, a frozen version; then a ``--next`` snapshot:
+eager manifests, the update report, stable splits, only changed classes requested, only new
+photos fetched, and ``bioasset images gc``. Also the images from a real S3 server (moto)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+import textwrap
+from datetime import date
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+import pytest
+from dagster import (
+    AssetKey,
+    AssetMaterialization,
+    DagsterInstance,
+    Definitions,
+    build_sensor_context,
+    define_asset_job,
+    evaluate_automation_conditions,
+    instance_for_test,
+)
+from PIL import Image
+
+from bioasset import cli
+from bioasset.assets.datasets import build_dataset_assets
+from bioasset.assets.ingest import INGEST_ASSETS
+from bioasset.download import ImageStore, Outcome
+from bioasset.image_commands import plan_gc
+from bioasset.registry import catalog, manifest_path
+from bioasset.resources import OpenDataBucket, WarehouseResource
+from bioasset.resources.image_store import ImageStoreResource
+from bioasset.sample_bucket import generate_sample_bucket
+from bioasset.selection import dataset_manifest_path, images_index_path, read_manifest_info, taxon_key
+from bioasset.sensors.dataset_sensors import taxon_images_sensor
+from bioasset.warehouse import DuckDBSettings, Warehouse
+from s3_fixtures import unique_bucket_name, upload_folder_as_bucket
+from test_selection import ingest_snapshot
+
+SNAPSHOT = date(2026, 10, 27)
+SEED = 24  # with 4 species: the next snapshot changes 3 classes and leaves one alone
+OPEN_LICENSES = ["CC0", "CC-BY", "CC-BY-SA", "PD"]
+SPECS = {
+    # Every class is capped at 12: the cap and the per-observation limit shape what is downloaded.
+    "bugs": """
+        name: bugs
+        root_taxon: Insecta
+        label_rank: species
+        quality_grades: [research, needs_id]
+        image_size: thumb
+        min_per_class: 3
+        max_per_class: 12
+        max_photos_per_observation: 2
+        seed: 3
+        """,
+    # Open licenses only, resized: the same classes at another stored size.
+    "open-bugs": f"""
+        name: open-bugs
+        root_taxon: {{id: 47158, name: Insecta}}
+        label_rank: species
+        licenses: {OPEN_LICENSES}
+        image_size: thumb
+        resize: {{shorter_side: 40}}
+        min_per_class: 3
+        """,
+}
+DATASETS = sorted(SPECS)
+RESIZED = "thumb-short40-q90"
+
+
+def write_specs(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    for name, text in SPECS.items():
+        (folder / f"{name}.yaml").write_text(textwrap.dedent(text))
+    return folder
+
+
+class World:
+    """A sample bucket, a warehouse, an image store and the dataset assets over them."""
+
+    def __init__(self, root: Path, open_data: OpenDataBucket | None = None, **bucket_options):
+        self.bucket = root / "bucket"
+        self.report = generate_sample_bucket(self.bucket, seed=SEED, sizes=("thumb",), snapshot_date=SNAPSHOT, workers=1, **bucket_options)
+        self.warehouse = Warehouse(root / "warehouse", DuckDBSettings(memory_limit="256MB", threads=1))
+        self.store = root / "images"
+        self.assets = build_dataset_assets(write_specs(root / "datasets"))
+        self.resources = {
+            "open_data": open_data or OpenDataBucket(url=str(self.bucket)),
+            "warehouse": WarehouseResource(path=str(self.warehouse.root), memory_limit="256MB", threads=1),
+            "image_store": ImageStoreResource(url=str(self.store)),
+        }
+        self.defs = self.definitions()
+
+    def definitions(self) -> Definitions:
+        """The assets, the sensor, and one job per dataset asset (resolved once: faster than materialize())."""
+        return Definitions(
+            assets=[*INGEST_ASSETS, *self.assets.assets],
+            jobs=[define_asset_job(f"{asset.key.path[-1]}_job", [asset]) for asset in self.assets.assets],
+            sensors=[taxon_images_sensor],
+            resources=self.resources,
+        )
+
+    def ingest(self, instance: DagsterInstance, day: date) -> str:
+        """Ingest with the domain functions, and record the taxonomy and media materializations
+        the ingest job would have, so that automation sees a new snapshot."""
+        key = ingest_snapshot(self.bucket, self.warehouse, day)
+        instance.add_dynamic_partitions("snapshots", [key])
+        for table in ("taxonomy", "media"):
+            instance.report_runless_asset_event(AssetMaterialization(table, partition=key))
+        return key
+
+    def run(self, instance: DagsterInstance, asset: str, partition_key: str, **options):
+        job = self.defs.resolve_job_def(f"{asset}_job")
+        return job.execute_in_process(instance=instance, partition_key=partition_key, **options)
+
+    def sensor_keys(self, instance: DagsterInstance) -> list[str]:
+        result = taxon_images_sensor(build_sensor_context(instance=instance, definitions=self.defs, resources=self.resources))
+        for request in result.dynamic_partitions_requests:
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        return sorted(request.partition_key for request in result.run_requests)
+
+    def manifests(self) -> dict[str, pd.DataFrame]:
+        return {name: pd.read_parquet(dataset_manifest_path(self.warehouse, name)) for name in DATASETS}
+
+    def store_files(self) -> set[str]:
+        return {p.relative_to(self.store).as_posix() for p in self.store.rglob("*") if p.is_file() and not p.name.startswith(".")}
+
+
+@contextlib.contextmanager
+def dagster_instance(tmp_path: Path) -> Iterator[DagsterInstance]:
+    """A real SQLite-backed instance, in memory where the machine has /dev/shm: it writes its
+    event log once per event, and on a loaded disk that is the slowest part of these tests."""
+    shm = Path("/dev/shm")
+    parent = shm if shm.is_dir() and os.access(shm, os.W_OK) else tmp_path
+    with tempfile.TemporaryDirectory(dir=parent, prefix="dagster-") as folder, instance_for_test(temp_dir=folder) as instance:
+        yield instance
+
+
+def metadata_of(result) -> dict:
+    (event,) = result.get_asset_materialization_events()
+    return {key: value.value for key, value in event.materialization.metadata.items()}
+
+
+def wanted_images(manifests: dict[str, pd.DataFrame]) -> dict[str, set[tuple[int, str]]]:
+    """Class key -> (photo_id, stored size) the manifests need, computed here from the specs."""
+    sizes = {"bugs": "thumb", "open-bugs": RESIZED}
+    wanted: dict[str, set[tuple[int, str]]] = {}
+    for name, rows in manifests.items():
+        for label_id, label_name, photo_id in zip(rows["label_id"], rows["label_name"], rows["photo_id"]):
+            wanted.setdefault(taxon_key(label_id, label_name), set()).add((int(photo_id), sizes[name]))
+    return wanted
+
+
+@pytest.mark.slow
+def test_datasets_end_to_end_then_a_later_snapshot(tmp_path):
+    world = World(tmp_path, n_species=4, photos_per_species=24)
+    Definitions.validate_loadable(world.defs)
+    with dagster_instance(tmp_path) as instance:
+        # --- first snapshot: eager manifests, taxa partitions ---------------------------------
+        # The automation sensor ticks before any snapshot is there: nothing to do yet.
+        automation = evaluate_automation_conditions(defs=world.defs, instance=instance)
+        assert automation.total_requested == 0
+        key1 = world.ingest(instance, SNAPSHOT)
+        automation = evaluate_automation_conditions(defs=world.defs, instance=instance, cursor=automation.cursor)
+        assert automation.get_requested_partitions(AssetKey("dataset_manifest")) == set(DATASETS)
+        first = {name: metadata_of(world.run(instance, "dataset_manifest", name)) for name in DATASETS}
+        manifests = world.manifests()
+        assert first["bugs"]["snapshot"] == key1 and "update_report" not in first["bugs"]
+        assert first["bugs"]["dagster/row_count"] == len(manifests["bugs"]) and first["bugs"]["excluded"]["max_per_class"] > 0
+        assert (manifests["bugs"].groupby("label_id").size() <= 12).all()
+        assert set(manifests["open-bugs"]["license"]) <= set(OPEN_LICENSES)
+        assert "| Popillia japonica |" in first["bugs"]["class_histogram"]
+        assert read_manifest_info(dataset_manifest_path(world.warehouse, "open-bugs")).stored_size == RESIZED
+
+        wanted = wanted_images(manifests)
+        assert sorted(instance.get_dynamic_partitions("taxa")) == sorted(wanted)
+
+        # --- downloads: every class once, then nothing ----------------------------------------
+        assert world.sensor_keys(instance) == sorted(wanted)
+        deleted_upstream = set(world.report.missing_image_photo_ids)
+        for key in sorted(wanted):
+            result = world.run(instance, "taxon_images", key, run_config={"ops": {"taxon_images": {"config": {"concurrency": 4}}}})
+            metadata = metadata_of(result)
+            missing = {item for item in wanted[key] if item[0] in deleted_upstream}
+            assert metadata["fetched"] == len(wanted[key]) - len(missing) and metadata["missing"] == len(missing), key
+            assert metadata["skipped"] == metadata["failed"] == 0 and metadata["bytes_stored"] > 0
+            assert "data:image/png;base64," in metadata["samples"] and Path(metadata["sample_grid"]).is_file()
+            logs = [e.user_message for e in instance.all_logs(result.run_id) if e.user_message.startswith(f"{key}: ")]
+            assert logs and "images (" in logs[-1]
+        for key, items in wanted.items():
+            index = pd.read_parquet(images_index_path(world.warehouse, key))
+            assert {(int(p), s) for p, s in zip(index["photo_id"], index["size"])} == items
+            for row in index[index["image_path"].notna()].itertuples():
+                data = (world.store / row.image_path).read_bytes()
+                assert hashlib.sha256(data).hexdigest() == row.sha256
+                with Image.open(world.store / row.image_path) as image:
+                    assert image.size == (row.width, row.height)
+                    assert row.size != RESIZED or min(image.size) == 40
+            assert set(index.loc[index["image_path"].isna(), "outcome"]) <= {Outcome.MISSING.value}
+        assert world.sensor_keys(instance) == []
+
+        # --- a frozen version, with its check -------------------------------------------------
+        version_run = world.run(instance, "dataset_version", "bugs")
+        (check,) = version_run.get_asset_check_evaluations()
+        assert check.passed and check.metadata["not_downloaded"].value == 0
+        version = metadata_of(version_run)
+        (frozen,) = catalog(world.warehouse, "bugs")
+        assert version["version"] == frozen.version and version["new_version"] is True and Path(version["card"]).is_file()
+        unavailable = manifests["bugs"]["photo_id"].isin(deleted_upstream).sum()
+        assert frozen.images == len(manifests["bugs"]) - unavailable and frozen.missing_images == unavailable
+
+        # --- the next snapshot ----------------------------------------------------------------
+        # A tick after the manifests ran: up to date (Dagster counts them as handled on this tick).
+        automation = evaluate_automation_conditions(defs=world.defs, instance=instance, cursor=automation.cursor)
+        assert automation.total_requested == 0
+        later = generate_sample_bucket(world.bucket, seed=SEED, photos_per_species=24, sizes=("thumb",), next_from=SNAPSHOT, workers=1)
+        key2 = world.ingest(instance, later.snapshot_date)
+        automation = evaluate_automation_conditions(defs=world.defs, instance=instance, cursor=automation.cursor)
+        assert automation.get_requested_partitions(AssetKey("dataset_manifest")) == set(DATASETS)
+        second = {name: metadata_of(world.run(instance, "dataset_manifest", name)) for name in DATASETS}
+        new_manifests = world.manifests()
+        for name in DATASETS:
+            old, new = manifests[name].set_index("photo_id"), new_manifests[name].set_index("photo_id")
+            both = old.index.intersection(new.index)
+            relabelled = int((old.loc[both, "label_id"] != new.loc[both, "label_id"]).sum())
+            expected = (len(new.index.difference(old.index)), len(old.index.difference(new.index)), relabelled)
+            assert (second[name]["added"], second[name]["removed"], second[name]["relabelled"]) == expected, name
+            assert (old.loc[both, "split"] == new.loc[both, "split"]).all(), name
+            assert second[name]["snapshot"] == key2 and "| before |" in second[name]["update_report"]
+        assert second["open-bugs"]["removed"] > 0
+
+        # Not downloaded yet: no version is frozen, and the failure says what to run.
+        downloaded = set().union(*wanted.values())
+        waiting = sum((int(p), "thumb") not in downloaded for p in new_manifests["bugs"]["photo_id"])
+        stale = world.run(instance, "dataset_version", "bugs", raise_on_error=False)
+        assert not stale.success and len(catalog(world.warehouse, "bugs")) == 1
+        failure = next(e for e in stale.all_events if e.is_step_failure).step_failure_data.error.message
+        assert f"{waiting} of the {len(new_manifests['bugs'])} photos of bugs have no download yet" in failure
+        assert "Fix: materialize taxon_images for" in failure
+
+        # --- only changed classes, only new photos --------------------------------------------
+        new_wanted = wanted_images(new_manifests)
+        changed = sorted(key for key in new_wanted if new_wanted[key] != wanted.get(key))
+        assert 0 < len(changed) < len(new_wanted), "the sample must change some classes and leave others"
+        assert world.sensor_keys(instance) == changed
+        for key in changed:
+            metadata = metadata_of(world.run(instance, "taxon_images", key))
+            # Only images no earlier run stored are fetched: a photo that moved class is there already.
+            fresh = {item for item in new_wanted[key] - downloaded if item[0] not in deleted_upstream}
+            assert metadata["fetched"] == len(fresh), key
+            assert metadata["skipped"] == len(new_wanted[key]) - len(fresh) - metadata["missing"], key
+        assert world.sensor_keys(instance) == []
+
+        # A stored image lost after its download: the version's blocking check fails and names it;
+        # the class's next run fetches it again, and the same content is the same version.
+        index = pd.read_parquet(images_index_path(world.warehouse, changed[0]))
+        lost = index.loc[index["size"] == "thumb", "image_path"].dropna().iloc[0]
+        (world.store / lost).unlink()
+        broken = world.run(instance, "dataset_version", "bugs", raise_on_error=False)
+        (check,) = broken.get_asset_check_evaluations()
+        assert not check.passed and lost in check.description and check.metadata["files_absent_from_store"].value == 1
+        assert metadata_of(world.run(instance, "taxon_images", changed[0]))["fetched"] == 1
+        repaired = world.run(instance, "dataset_version", "bugs")
+        assert repaired.get_asset_check_evaluations()[0].passed and metadata_of(repaired)["new_version"] is False
+        assert len(catalog(world.warehouse, "bugs")) == 2
+
+        # --- gc: files no manifest and no version uses ----------------------------------------
+        in_use = {f"inaturalist/{size}/{photo}" for items in new_wanted.values() for photo, size in items}
+        in_use |= {Path(p).with_suffix("").as_posix() for v in catalog(world.warehouse) for p in pd.read_parquet(manifest_path(world.warehouse, v))["image_path"]}
+        images = {f for f in world.store_files() if not f.startswith("_")}
+        expected_garbage = {f for f in images if f.rsplit(".", 1)[0] not in in_use}
+        assert expected_garbage, "photos that left open-bugs must leave files behind"
+        plan = plan_gc(world.warehouse, ImageStore(str(world.store)))
+        assert {path for path, _ in plan.unreferenced} == expected_garbage
+        args = ["images", "gc", "--warehouse", str(world.warehouse.root), "--image-store", str(world.store)]
+        assert cli.main(args) == 0 and world.store_files() >= expected_garbage
+        assert cli.main([*args, "--yes"]) == 0
+        assert not world.store_files() & expected_garbage and (images - expected_garbage) <= world.store_files()
+
+
+@pytest.mark.slow
+def test_images_come_from_a_real_s3_bucket(tmp_path, moto_s3):
+    world = World(tmp_path, n_species=2, photos_per_species=12)
+    bucket = unique_bucket_name("inat")
+    upload_folder_as_bucket(world.bucket, moto_s3, bucket)
+    world.resources["open_data"] = OpenDataBucket(url=f"s3://{bucket}", endpoint_url=moto_s3)
+    world.defs = world.definitions()
+    with dagster_instance(tmp_path) as instance:
+        world.ingest(instance, SNAPSHOT)
+        world.run(instance, "dataset_manifest", "bugs")
+        rows = pd.read_parquet(dataset_manifest_path(world.warehouse, "bugs"))
+        assert all(url.startswith(f"s3://{bucket}/photos/") for url in rows["source_url"])
+        key = taxon_key(rows["label_id"].iloc[0], rows["label_name"].iloc[0])
+        metadata = metadata_of(world.run(instance, "taxon_images", key))
+        photos = set(rows.loc[rows["label_id"] == rows["label_id"].iloc[0], "photo_id"])
+        missing = photos & set(world.report.missing_image_photo_ids)
+        assert metadata["fetched"] == len(photos) - len(missing) > 0 and metadata["missing"] == len(missing)
+        index = pd.read_parquet(images_index_path(world.warehouse, key)).dropna(subset=["image_path"])
+        for row in index.itertuples():
+            original = world.bucket / "photos" / str(row.photo_id)
+            (source,) = original.glob("thumb.*")
+            assert (world.store / row.image_path).read_bytes() == source.read_bytes()
+
+
+def test_gc_refuses_to_empty_a_store_when_no_dataset_uses_it(tmp_path, capsys):
+    image = tmp_path / "images" / "inaturalist" / "thumb" / "1.jpg"
+    image.parent.mkdir(parents=True)
+    image.write_bytes(b"an image")
+    args = ["images", "gc", "--warehouse", str(tmp_path / "warehouse"), "--image-store", str(tmp_path / "images"), "--yes"]
+    assert cli.main(args) == 2 and image.exists()
+    assert "No dataset manifest and no frozen dataset version" in capsys.readouterr().out
