@@ -41,7 +41,6 @@ SNAPSHOT = date(2026, 10, 27)
 # Six species reach the subspecies and the inactive synonym; 16 photos reach the fifth
 # observation of each, where the special shapes end.
 SMALL = dict(seed=3, n_species=6, photos_per_species=16, snapshot_date=SNAPSHOT)
-SMALL_ARGS = ["--seed", "3", "--species", "6", "--photos-per-species", "16", "--snapshot-date", "2026-10-27", "--workers", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +119,7 @@ def test_tarball_holds_one_directory_with_the_six_tables(small_bucket):
     assert {(m.uid, m.gid, m.uname, m.gname) for m in members} == {(0, 0, "", "")}
 
 
-def test_tables_read_strictly_with_no_rejects_and_exact_columns(small_bucket, small_db, tmp_path):
+def test_tables_read_strictly_with_no_rejects_and_exact_columns(small_bucket, small_db):
     dest, report = small_bucket
     con = small_db
     for table, columns in TABLE_COLUMNS.items():
@@ -227,8 +226,7 @@ def test_images_exist_with_the_right_longest_side(small_bucket, small_db):
 def test_original_and_large_sizes_on_request(tmp_path):
     report = generate_sample_bucket(tmp_path, seed=1, n_species=1, photos_per_species=2, sizes=("original", "large", "small"), workers=1)
     photo_id = next(i for i in range(100_000_001, 100_000_003) if i not in report.missing_image_photo_ids)
-    (folder,) = [tmp_path / "photos" / str(photo_id)]
-    sides = {path.stem: max(Image.open(path).size) for path in folder.iterdir()}
+    sides = {path.stem: max(Image.open(path).size) for path in (tmp_path / "photos" / str(photo_id)).iterdir()}
     assert sides["large"] == 1024 and sides["small"] == 240 and sides["original"] in (1600, 2048)
 
 
@@ -247,7 +245,7 @@ def test_default_bucket_has_enough_species_photos_and_every_shape(tmp_path):
     assert report.images_written == 0 and not (tmp_path / "photos").exists()
 
 
-def test_species_helpers_give_real_ids_and_the_root(tmp_path):
+def test_species_helpers_give_real_ids_and_the_root():
     species = sample_species()
     taxa = sample_taxa()
     slugs = [taxon.slug for taxon in species]
@@ -264,12 +262,14 @@ def tree_digest(root: Path) -> dict[str, str]:
     return {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(root.rglob("*")) if path.is_file()}
 
 
-def test_cli_writes_the_same_bytes_as_the_api(small_bucket, tmp_path, capsys):
-    dest, _ = small_bucket
-    again = tmp_path / "again"
-    assert cli.main(["sample-bucket", str(again), *SMALL_ARGS]) == 0
-    assert "snapshot 2026-10-27: 6 species" in capsys.readouterr().out
-    assert tree_digest(again) == {k: v for k, v in tree_digest(dest).items()}
+def test_cli_writes_the_same_bytes_as_the_api(tmp_path, capsys):
+    generate_sample_bucket(tmp_path / "api", seed=4, n_species=3, photos_per_species=4, snapshot_date=date(2026, 5, 1), workers=1)
+    args = ["--seed", "4", "--species", "3", "--photos-per-species", "4", "--snapshot-date", "2026-05-01", "--workers", "1"]
+    assert cli.main(["sample-bucket", str(tmp_path / "cli"), *args]) == 0
+    assert "snapshot 2026-05-01: 3 species" in capsys.readouterr().out
+    digests = tree_digest(tmp_path / "cli")
+    assert any(name.endswith(".tar.gz") for name in digests) and any(name.startswith("photos/") for name in digests)
+    assert digests == tree_digest(tmp_path / "api")  # tarballs, root CSVs and every image
 
 
 def test_another_seed_gives_another_bucket(tmp_path):
