@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-#: Architectures offered by default (any torchvision classification builder name also works).
+#: Architectures offered by default (any torchvision classification builder name also works, and
+#: ``tiny_cnn`` for tests and CPU demos on small images: see bioasset.training.models).
 DEFAULT_ARCHITECTURES = ("resnet18", "resnet50", "efficientnet_b0", "mobilenet_v3_large", "convnext_tiny", "vit_b_16")
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -33,7 +34,7 @@ class TrainingConfigError(ValueError):
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    architecture: str = "resnet18"  # torchvision builder name, see DEFAULT_ARCHITECTURES
+    architecture: str = "resnet18"  # torchvision builder name (see DEFAULT_ARCHITECTURES) or tiny_cnn
     epochs: int = 20
     batch_size: int = 64
     image_size: int = 224  # square side the model sees (train crops and eval center crops)

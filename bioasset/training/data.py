@@ -269,20 +269,7 @@ def make_loader(
     )
 
 
-def manifest_dataset(
-    rows: pd.DataFrame,
-    labels: Sequence[ClassLabel],
-    image_store_url: str,
-    transform,
-    *,
-    storage_options: dict[str, Any] | None = None,
-    decode_size: int | None = None,
-) -> ManifestImageDataset:
-    return ManifestImageDataset(
-        rows["image_path"].astype(str).tolist(),
-        class_indices(rows, labels),
-        image_store_url,
-        transform,
-        storage_options=storage_options,
-        decode_size=decode_size,
-    )
+def manifest_dataset(rows: pd.DataFrame, labels: Sequence[ClassLabel], image_store_url: str, transform, **options: Any) -> ManifestImageDataset:
+    """A dataset over manifest rows: their image paths, and class indices under ``labels``.
+    ``options``: ``storage_options`` and ``decode_size`` of :class:`ManifestImageDataset`."""
+    return ManifestImageDataset(rows["image_path"].astype(str).tolist(), class_indices(rows, labels), image_store_url, transform, **options)

@@ -10,8 +10,12 @@
   model (through a loader callable), remapping the head by label id: a class present in both
   keeps its head row, a new class gets a fresh one.
 
-No custom architectures: every bundle must rebuild from its torchvision name alone. For tests
-and demos, ``resnet18`` at 32-64 px trains fast enough on a CPU.
+One architecture of our own, ``tiny_cnn`` (four conv blocks, ~0.15M parameters), for tests,
+demos and CPU-only runs on small images: it keeps full resolution in its first block, where
+torchvision models downsample 4x at once, and learns the sample bucket's species at 64 px in
+about a CPU minute. It is registered in torchvision's model registry when this module is
+imported (``bioasset.training`` imports it), so ``torchvision.models.get_model("tiny_cnn", …)``
+and :func:`bioasset.classifier_bundle.load_bundle` rebuild it by name like any other.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from torchvision import models as tv_models
+from torchvision.models._api import register_model  # the registry behind get_model; public since 0.14 in all but name
 
 from bioasset.classifier_bundle import MODEL_FILE, ClassLabel, load_bundle_meta
 
@@ -69,8 +74,30 @@ class TransferReport:
         }
 
 
+TINY_CNN = "tiny_cnn"
+TINY_CNN_WIDTHS = (24, 48, 96, 128)
+
+
+def tiny_cnn(*, weights: None = None, progress: bool = True, num_classes: int = 1000, dropout: float = 0.2) -> nn.Sequential:
+    """Four blocks of 3x3 conv, BatchNorm, ReLU and 2x2 max-pool, then global average pooling and
+    a linear head. No pretrained weights exist for it."""
+    if weights is not None:
+        raise ValueError(f"{TINY_CNN} has no pretrained weights (got weights={weights!r}). Fix: use weights=None")
+    layers: list[nn.Module] = []
+    channels = 3
+    for width in TINY_CNN_WIDTHS:
+        layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+        channels = width
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, num_classes))
+
+
+if TINY_CNN not in tv_models.list_models():  # a module reload must not register it twice
+    register_model(TINY_CNN)(tiny_cnn)
+
+
 def classification_models() -> list[str]:
-    return sorted(tv_models.list_models(module=tv_models))
+    """torchvision's classification builders, and ``tiny_cnn``."""
+    return sorted(tv_models.list_models(module=tv_models) + [TINY_CNN])
 
 
 def head_name(model: nn.Module) -> str:
@@ -96,13 +123,15 @@ def replace_head(model: nn.Module, num_classes: int) -> str:
 
 def build_model(architecture: str, num_classes: int, *, imagenet: bool = False) -> nn.Module:
     """A torchvision classifier for ``num_classes``, randomly initialised or from ImageNet weights."""
-    if architecture not in tv_models.list_models(module=tv_models):
+    if architecture not in classification_models():
         raise UnknownArchitectureError(
             f"architecture {architecture!r} is not a torchvision classification model. "
             f"Fix: use one of {classification_models()}"
         )
     if not imagenet:
         return tv_models.get_model(architecture, weights=None, num_classes=num_classes)
+    if architecture == TINY_CNN:
+        raise PretrainedWeightsUnavailable(f"weights=imagenet: {TINY_CNN} has no ImageNet weights. Fix: use weights=none, or a torchvision architecture")
     weights = tv_models.get_model_weights(architecture).DEFAULT
     try:
         model = tv_models.get_model(architecture, weights=weights)
