@@ -96,6 +96,8 @@ def load_bundle(directory: str | os.PathLike, *, map_location: str = "cpu"):
     import torch
     from torchvision import models
 
+    import bioasset.training.models  # noqa: F401  (registers tiny_cnn with torchvision's get_model)
+
     meta = load_bundle_meta(directory)
     model = models.get_model(meta.architecture, weights=None, num_classes=meta.num_classes)
     state = torch.load(Path(directory) / MODEL_FILE, map_location=map_location, weights_only=True)

@@ -79,17 +79,18 @@ def ingest_latest_snapshot(summary: DemoSummary, defs) -> str:
     return key
 
 
-#: The demo's classifier: resnet18 at a small image size, a few epochs on the CPU.
+#: The demo's classifier: tiny_cnn at 64 px, sized for a CPU (bench/sample_learnability.py).
 DEMO_DATASET = "demo-insects"
-DEMO_ARCHITECTURE = "resnet18"
+DEMO_ARCHITECTURE = "tiny_cnn"
 DEMO_TRAINING = {
-    "epochs": 6,
+    "epochs": 40,
     "batch_size": 32,
     "image_size": 64,
     "optimizer": "adamw",
     "learning_rate": 0.003,
+    "weight_decay": 0.0005,
     "lr_schedule": "cosine",
-    "warmup_epochs": 0.5,
+    "warmup_epochs": 1.0,
     "min_crop_scale": 0.5,
     "num_workers": 0,
     "early_stopping_patience": 0,

@@ -62,6 +62,7 @@ from bioasset.resources import WarehouseResource
 from bioasset.resources.image_store import ImageStoreResource
 from bioasset.resources.mlflow import MlflowResource
 from bioasset.training.config import DEFAULT_ARCHITECTURES, TrainingConfig
+from bioasset.training.models import TINY_CNN
 
 CLASSIFIERS_GROUP = "classifiers"
 GPU_POOL = "gpu"
@@ -77,9 +78,10 @@ INLINE_PLOT_MAX_BYTES = 400_000
 
 
 def configured_architectures() -> list[str]:
-    """``BIOASSET_CLASSIFIER_ARCHITECTURES`` (comma-separated), else the training module's defaults."""
+    """``BIOASSET_CLASSIFIER_ARCHITECTURES`` (comma-separated), else the training module's defaults
+    plus ``tiny_cnn``, the CPU-sized model the demo trains."""
     listed = [name.strip() for name in os.environ.get(ARCHITECTURES_ENV, "").split(",") if name.strip()]
-    return listed or list(DEFAULT_ARCHITECTURES)
+    return listed or [*DEFAULT_ARCHITECTURES, TINY_CNN]
 
 
 def training_dir() -> Path:

@@ -29,7 +29,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,7 @@ CHECKPOINT_FORMAT = 1
 
 #: Settings that change how fast a run goes, not what it computes: a checkpoint written with other
 #: values of these still resumes.
-RUNTIME_FIELDS = frozenset({"num_workers", "log_every_n_steps", "device", "precision", "channels_last", "compile"})
+RUNTIME_FIELDS = frozenset({"num_workers", "log_every_n_steps", "device", "precision", "channels_last", "compile", "deterministic"})
 
 
 class ResumeError(RuntimeError):
