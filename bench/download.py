@@ -657,7 +657,8 @@ def write_docs(path: Path, results: dict) -> None:
     text = path.read_text() if path.is_file() else DOCS_INTRO
     match = re.search(r"^## Download\n.*?(?=^## |\Z)", text, flags=re.MULTILINE | re.DOTALL)
     if match:
-        text = text[: match.start()] + section + text[match.end():]
+        rest = text[match.end():]
+        text = text[: match.start()] + section + ("\n" + rest if rest else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.parent.mkdir(parents=True, exist_ok=True)
