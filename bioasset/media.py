@@ -36,7 +36,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bioasset.taxonomy import subtree_predicates, taxon_paths
-from bioasset.warehouse import DuckDBSettings, Warehouse, atomic_path, require_table
+from bioasset.storage import atomic_path
+from bioasset.warehouse import DuckDBSettings, Warehouse, require_table
 
 #: Rows per Parquet row group of ``media``: small enough that a species' subtree touches one or
 #: two groups, large enough that footers and per-group overhead stay negligible (200 groups at 20M).

@@ -30,6 +30,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import duckdb
 
+from bioasset.storage import atomic_path
+
 DB_FILENAME = "bioasset.duckdb"
 SNAPSHOTS_DIR = "snapshots"
 RAW_DIR = "raw"
@@ -233,18 +235,6 @@ class Warehouse:
                 f"No warehouse database at {self.db_path}. Fix: materialize the ingest assets (ingest_snapshot_job) first."
             )
         return duckdb.connect(str(self.db_path), read_only=True)
-
-
-@contextmanager
-def atomic_path(dest: Path) -> Iterator[Path]:
-    """A temporary path beside ``dest``, renamed onto ``dest`` when the block succeeds and removed otherwise."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        yield tmp
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @contextmanager

@@ -12,7 +12,6 @@ names; gzip headers carry the same mtime and no file name.
 from __future__ import annotations
 
 import gzip
-import os
 import shutil
 import tarfile
 import uuid
@@ -34,6 +33,7 @@ from bioasset.inat_format import (
     snapshot_dirname,
 )
 from bioasset.sample_bucket.errors import SampleBucketError
+from bioasset.storage import atomic_path
 
 COPY_BLOCK = 4 << 20
 
@@ -113,19 +113,6 @@ def staging_dir(dest: Path) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-@contextmanager
-def atomic_output(path: Path) -> Iterator[Path]:
-    """A temporary path beside ``path``, renamed onto it when the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _epoch(snapshot: date) -> int:
     return int(datetime(snapshot.year, snapshot.month, snapshot.day, tzinfo=timezone.utc).timestamp())
 
@@ -146,7 +133,7 @@ def _gzip_writer(handle, mtime: int, level: int, fast: bool) -> gzip.GzipFile:
 
 def _write_tarball(path: Path, snapshot: date, raw_dir: Path, level: int, fast: bool) -> None:
     mtime, dirname = _epoch(snapshot), snapshot_dirname(snapshot)
-    with atomic_output(path) as tmp, open(tmp, "wb") as handle, _gzip_writer(handle, mtime, level, fast) as gz:
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle, _gzip_writer(handle, mtime, level, fast) as gz:
         with tarfile.open(fileobj=gz, mode="w|", format=tarfile.GNU_FORMAT, bufsize=COPY_BLOCK) as archive:
             archive.copybufsize = COPY_BLOCK
             folder = tarfile.TarInfo(dirname)
@@ -163,7 +150,7 @@ def _write_tarball(path: Path, snapshot: date, raw_dir: Path, level: int, fast: 
 def _write_root_csvs(dest: Path, snapshot: date, raw_dir: Path, level: int, fast: bool) -> None:
     mtime = _epoch(snapshot)
     for table in ROOT_CSV_TABLES:
-        with atomic_output(dest / f"{table}.csv.gz") as tmp, open(tmp, "wb") as handle, _gzip_writer(handle, mtime, level, fast) as gz:
+        with atomic_path(dest / f"{table}.csv.gz") as tmp, open(tmp, "wb") as handle, _gzip_writer(handle, mtime, level, fast) as gz:
             with open(raw_dir / f"{table}.csv", "rb") as data:
                 shutil.copyfileobj(data, gz, COPY_BLOCK)
 
@@ -189,7 +176,7 @@ def publish_snapshot(dest: Path, snapshot: date, raw_dir: Path, *, compresslevel
             job.result()
     written = [tarball]
     if is_latest:
-        with atomic_output(dest / LATEST_TARBALL) as tmp:
+        with atomic_path(dest / LATEST_TARBALL) as tmp:
             shutil.copyfile(tarball, tmp)
         written += [dest / LATEST_TARBALL] + [dest / f"{table}.csv.gz" for table in ROOT_CSV_TABLES]
     return Published(tarball, is_latest, sum(path.stat().st_size for path in written))

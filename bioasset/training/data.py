@@ -27,7 +27,7 @@ from torchvision.transforms import v2
 from bioasset.classifier_bundle import IMAGENET_MEAN, IMAGENET_STD, ClassLabel
 from bioasset.inat_format import MAIN_RANKS
 from bioasset.manifest_schema import SPLITS
-from bioasset.storage import _is_local, filesystem_for, join
+from bioasset.storage import filesystem_for, is_local, join
 
 #: Columns training reads from the manifest (besides the rank columns down to the label rank).
 REQUIRED_COLUMNS = ("photo_id", "label_id", "label_name", "split", "image_path")
@@ -183,7 +183,7 @@ class ManifestImageDataset(Dataset):
         # Large JPEGs decode at a reduced DCT scale, still at least twice the input side.
         self.decode_size = decode_size
         fs, self._root = filesystem_for(image_store_url, **self.storage_options)
-        self._local = _is_local(fs)
+        self._local = is_local(fs)
         self._fs = None
 
     def __len__(self) -> int:
