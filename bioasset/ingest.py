@@ -9,6 +9,9 @@ Plain Python (no Dagster). Two steps:
 2. :func:`ingest_table` turns one extracted TSV file into typed Parquet with DuckDB: explicit
    column types, no quoting, and every row that does not parse (wrong field count, bad value,
    invalid UTF-8) kept in ``{table}_rejects.parquet`` with its line number and reason.
+
+:func:`fetch_and_ingest_tables` runs both at once, as the ingest job does: each table is parsed as
+soon as its file is out of the tarball, while the next files are still being extracted.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 import fsspec
 
@@ -118,8 +122,13 @@ def fetch_snapshot_files(
     *,
     required: Iterable[str] = CORE_TABLES,
     chunk_size: int = COPY_CHUNK,
+    on_member: Callable[[MemberFile], None] | None = None,
 ) -> SnapshotFiles:
     """Copy and extract the dated snapshot tarball into ``raw_dir``; resume and skip verified work.
+
+    ``on_member`` is called (on this thread) with every member file as soon as it is verified: first
+    those verified by an earlier run, then each one the moment it is extracted, so a caller can start
+    on one table while the next is still being extracted (:func:`fetch_and_ingest_tables`).
 
     Raises :class:`SnapshotNotFoundError` when the bucket has no tarball for ``snapshot``,
     :class:`SizeMismatchError` when a copy or a member does not have its expected size, and
@@ -170,12 +179,15 @@ def fetch_snapshot_files(
         for table, entry in manifest.get("members", {}).items()
         if Path(entry["path"]).is_file() and Path(entry["path"]).stat().st_size == entry["bytes"]
     }
+    for member in verified.values():
+        if on_member is not None:
+            on_member(member)
     if manifest.get("complete") and len(verified) == len(manifest.get("members", {})):
         result.skipped = sorted(verified)
     else:
         manifest["complete"] = False
         try:
-            _extract_members(tarball, snapshot_dirname(snapshot) + "/", raw, verified, result, manifest)
+            _extract_members(tarball, snapshot_dirname(snapshot) + "/", raw, verified, result, manifest, on_member)
         except _CORRUPT_ERRORS as exc:
             if isinstance(exc, OSError) and exc.errno is not None:
                 raise  # a disk problem (full, permissions), not a damaged tarball
@@ -259,6 +271,7 @@ def _extract_members(
     verified: dict[str, MemberFile],
     result: SnapshotFiles,
     manifest: dict[str, Any],
+    on_member: Callable[[MemberFile], None] | None = None,
 ) -> None:
     """Stream the tarball once; write each table member not yet in ``verified``, updating the manifest."""
     manifest_path = raw / MANIFEST_NAME
@@ -291,6 +304,8 @@ def _extract_members(
             result.extracted_bytes += member.size
             manifest["members"] = {t: asdict(m) for t, m in verified.items()}
             _write_json(manifest_path, manifest)
+            if on_member is not None:
+                on_member(verified[table])
 
 
 class TarStreamReader:
@@ -541,6 +556,60 @@ def ingest_table(table: str, source: str | os.PathLike[str], dest: Path, rejects
         elapsed_s=time.perf_counter() - started,
         warnings=warnings,
     )
+
+
+def fetch_and_ingest_tables(
+    fs: fsspec.AbstractFileSystem,
+    bucket_root: str,
+    snapshot: date,
+    warehouse: Warehouse,
+    *,
+    tables: Iterable[str] = CORE_TABLES,
+    workers: int = 1,
+) -> Iterator[SnapshotFiles | TableIngest]:
+    """:func:`fetch_snapshot_files`, with each of ``tables`` parsed by :func:`ingest_table` as soon as its
+    member file is extracted, while the later members are still being extracted.
+
+    Extraction is one inflating thread plus one writing thread, so it leaves part of a second core
+    idle; parsing ``observations.csv`` (the first big member of an iNat tarball) while
+    ``photos.csv`` is extracted uses it. ``workers`` tables are parsed at a time (each DuckDB
+    connection uses every core and up to ``memory_limit``, so the default 1 keeps the memory bound).
+
+    Yields the :class:`SnapshotFiles` when the tarball is extracted, then each table's
+    :class:`TableIngest` as it finishes. Raises what :func:`fetch_snapshot_files` raises (after the
+    parses already started have finished); a table that fails to parse (a changed header, say) does
+    not stop the others: its error is raised once they are done.
+    """
+    key = snapshot.isoformat()
+    wanted = list(tables)
+    parses: dict[str, Future[TableIngest]] = {}
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="typed-table") as pool:
+
+        def parse(member: MemberFile) -> None:
+            if member.table in wanted and member.table not in parses:
+                parses[member.table] = pool.submit(
+                    ingest_table, member.table, member.path, warehouse.table_path(key, member.table),
+                    warehouse.rejects_path(key, member.table), warehouse,
+                )  # fmt: skip
+
+        try:
+            yield fetch_snapshot_files(fs, bucket_root, snapshot, warehouse.raw_dir(key), on_member=parse)
+            for table in wanted:  # not in the tarball and not required: ingest_table names the missing file
+                if table not in parses:
+                    parse(MemberFile(table, "", str(raw_table_path(warehouse.raw_dir(key), table)), 0))
+            failed: Exception | None = None
+            for future in as_completed(parses.values()):
+                try:
+                    result = future.result()
+                except Exception as exc:  # re-raised below, once the other tables are done
+                    failed = failed or exc
+                    continue
+                yield result
+            if failed is not None:
+                raise failed
+        finally:  # on an error (or an abandoned generator), parses not started yet never start
+            for future in parses.values():
+                future.cancel()
 
 
 def _write_rejects(warehouse: Warehouse, con, dest: Path) -> tuple[int, dict[str, int]]:

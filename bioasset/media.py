@@ -14,11 +14,14 @@ This is the heaviest step of ingestion, so it is built in two halves:
   fixed-width columns. The long strings (the taxon path, the observer's login and name) stay out
   of the sort as row numbers into two small tables, which keeps the sort about half as wide: it
   costs less and spills less (memory stays bounded by DuckDB's ``memory_limit`` at any size).
-- The sorted rows stream out as Arrow batches; the strings are looked up by row number
-  (``pyarrow.compute.take``) and pyarrow writes the Parquet file on its own thread while DuckDB
-  produces the next batch. pyarrow's writer encodes these rows at about half the CPU cost of
-  DuckDB's ``COPY`` (see docs/benchmarks.md), and ``arrow_lossless_conversion`` keeps
-  ``observation_uuid`` a Parquet UUID, so the schema is the same as DuckDB would write.
+- The sorted rows stream out as Arrow batches, regrouped into row groups. In each group the taxon
+  path becomes a dictionary column over the paths the group uses (the group is sorted, so these
+  are few and in order: no path is copied per photo, and the writer does not hash them again); the
+  observer's login and name are looked up by row number (``pyarrow.compute.take``). pyarrow
+  writes the Parquet file on its own thread while DuckDB produces the next rows. pyarrow's writer
+  encodes these rows at about half the CPU cost of DuckDB's ``COPY`` (see docs/benchmarks.md), and
+  ``arrow_lossless_conversion`` keeps ``observation_uuid`` a Parquet UUID, so the schema is the same
+  as DuckDB would write.
 """
 
 from __future__ import annotations
@@ -88,7 +91,8 @@ def media_codes_sql(photos: str, observations: str, taxonomy: str, observers: st
       Ties are broken on every column, so a number means the same row in the join and in the
       lookup arrays.
     - One ENUM type per :data:`CODED_COLUMNS` entry (``license_code``, …), made of the values
-      present; it reaches Arrow as a dictionary array, which pyarrow writes without re-encoding.
+      present, sorted (so the same snapshot gives the same file, byte for byte); it reaches Arrow as
+      a dictionary array, which pyarrow writes without re-encoding.
     """
     tables = {"p": photos, "o": observations}
     return [
@@ -97,7 +101,7 @@ def media_codes_sql(photos: str, observations: str, taxonomy: str, observers: st
         "CREATE TEMP TABLE observer_rows AS SELECT observer_id, login, name, "
         f"(row_number() OVER (ORDER BY observer_id, login, name) - 1)::INTEGER AS observer_row FROM {observers}",
     ] + [
-        f"CREATE TYPE {column}_code AS ENUM (SELECT DISTINCT {column} FROM {tables[alias]} WHERE {column} IS NOT NULL)"
+        f"CREATE TYPE {column}_code AS ENUM (SELECT DISTINCT {column} FROM {tables[alias]} WHERE {column} IS NOT NULL ORDER BY 1)"
         for column, alias in CODED_COLUMNS.items()
     ]
 
@@ -174,18 +178,32 @@ class _Lookups:
     logins: pa.Array
     names: pa.Array
 
-    def media_batch(self, rows: pa.RecordBatch) -> pa.RecordBatch:
-        """A batch of sorted rows in ``MEDIA_COLUMNS`` form (row numbers replaced by their strings)."""
+    def media_group(self, rows: pa.Table) -> pa.Table:
+        """One row group of sorted rows in ``MEDIA_COLUMNS`` form (row numbers replaced by their strings)."""
         observer_row = rows.column("observer_row")
         strings = {
-            "taxon_path": pc.take(self.paths, rows.column("path_order")),
+            "taxon_path": self._path_dictionary(rows.column("path_order").combine_chunks()),
             "observer_login": pc.take(self.logins, observer_row),
             "observer_name": pc.take(self.names, observer_row),
         }
-        return pa.record_batch([strings[c] if c in strings else rows.column(c) for c in MEDIA_COLUMNS], names=list(MEDIA_COLUMNS))
+        return pa.table([strings[c] if c in strings else rows.column(c) for c in MEDIA_COLUMNS], names=list(MEDIA_COLUMNS))
+
+    def _path_dictionary(self, path_order: pa.Array) -> pa.DictionaryArray:
+        """The group's taxon paths as a dictionary array of the paths it uses.
+
+        The paths are not copied once per photo (a path is ~60 bytes and most photos share one),
+        and the Parquet writer takes the dictionary as it is instead of hashing every string. The
+        group is sorted, so its distinct path numbers come out of ``unique`` in path order.
+        """
+        used = pc.unique(path_order).drop_null()
+        return pa.DictionaryArray.from_arrays(pc.index_in(path_order, value_set=used), pc.take(self.paths, used))
 
     def schema(self, rows: pa.Schema) -> pa.Schema:
-        types = {"taxon_path": self.paths.type, "observer_login": self.logins.type, "observer_name": self.names.type}
+        types = {
+            "taxon_path": pa.dictionary(pa.int32(), self.paths.type),
+            "observer_login": self.logins.type,
+            "observer_name": self.names.type,
+        }
         return pa.schema([pa.field(c, types[c]) if c in types else rows.field(c) for c in MEDIA_COLUMNS])
 
 
@@ -199,7 +217,7 @@ class _MediaStats:
     licenses: Counter = field(default_factory=Counter)
     taxa: Counter = field(default_factory=Counter)
 
-    def add(self, rows: pa.RecordBatch) -> None:
+    def add(self, rows: pa.Table) -> None:
         self.rows += rows.num_rows
         self.orphans += int(pc.sum(rows.column("orphan")).as_py() or 0)
         self.without_path += rows.column("path_order").null_count
@@ -212,16 +230,12 @@ class _MediaStats:
 def _write_media(reader: pa.RecordBatchReader, lookups: _Lookups, dest: Path, row_group_size: int, settings: DuckDBSettings) -> _MediaStats:
     """Stream the sorted rows into ``dest`` (atomically) in row groups of ``row_group_size``; returns their counts.
 
-    The writing thread encodes row group *n* while this one looks up the strings of the next rows
-    and DuckDB produces them: pyarrow and DuckDB both release the GIL.
+    The writing thread encodes row group *n* while this one looks up the strings of the next group
+    and DuckDB produces its rows: pyarrow and DuckDB both release the GIL. (The writer is the
+    slowest of the three: about 4 of media's 12 CPU seconds at 10M photos, on one thread.)
     """
     stats = _MediaStats()
     schema = lookups.schema(reader.schema)
-
-    def media_batches():
-        for rows in reader:
-            stats.add(rows)
-            yield lookups.media_batch(rows)
 
     with atomic_path(dest) as tmp, ThreadPoolExecutor(1, thread_name_prefix="media-writer") as pool:
         # No Arrow schema in the footer: readers see plain strings for the dictionary-coded columns,
@@ -231,7 +245,9 @@ def _write_media(reader: pa.RecordBatchReader, lookups: _Lookups, dest: Path, ro
             use_dictionary=list(DICTIONARY_COLUMNS), store_schema=False,
         ) as writer:
             pending: Future | None = None
-            for group in _row_groups(media_batches(), schema, row_group_size):
+            for rows in _row_groups(reader, reader.schema, row_group_size):
+                stats.add(rows)
+                group = lookups.media_group(rows)
                 if pending is not None:
                     pending.result()
                 pending = pool.submit(writer.write_table, group, row_group_size=row_group_size)

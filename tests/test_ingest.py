@@ -17,7 +17,10 @@ from bioasset.ingest import (
     IngestError,
     MissingTableError,
     SnapshotNotFoundError,
+    SnapshotFiles,
+    TableIngest,
     TarStreamReader,
+    fetch_and_ingest_tables,
     fetch_snapshot_files,
     ingest_table,
     raw_table_path,
@@ -213,6 +216,58 @@ def test_missing_tarball_and_missing_table_are_clear_errors(tmp_path):
     with pytest.raises(MissingTableError, match=rf"{snapshot_dirname(SNAPSHOT)}/observers\.csv.*Fix"):
         fetch(bucket, tmp_path / "raw")
     assert raw_table_path(tmp_path / "raw", "taxa").exists()  # what was there is verified and kept
+
+
+def fetch_and_ingest(bucket: Path, warehouse: Warehouse) -> list[SnapshotFiles | TableIngest]:
+    fs, root = filesystem_for(str(bucket))
+    return list(fetch_and_ingest_tables(fs, root, SNAPSHOT, warehouse))
+
+
+def test_tables_are_parsed_as_their_files_land(tmp_path):
+    bad_observer = "7\tlogin\tname\tone tab too many"
+    bucket = write_bucket(tmp_path / "bucket", files={"observers": tsv("observers", OBSERVERS + [bad_observer])})
+    warehouse = Warehouse(tmp_path / "warehouse")
+    done = fetch_and_ingest(bucket, warehouse)
+    assert isinstance(done[0], SnapshotFiles) and set(done[0].members) >= {"taxa", "observations", "photos", "observers"}
+    tables = {result.table: result for result in done[1:]}
+    assert sorted(tables) == ["observations", "observers", "photos", "taxa"]
+    assert (tables["taxa"].rows, tables["observers"].rejected_rows) == (len(TAXA), 1)
+    key = SNAPSHOT.isoformat()
+    assert rows_of(warehouse.table_path(key, "observers"), "observer_id") == rows_of(tables["observers"].path, "observer_id")
+    assert one(f"SELECT line FROM read_parquet('{warehouse.rejects_path(key, 'observers')}')") == (len(OBSERVERS) + 2,)
+
+    with pytest.raises(MissingTableError, match=r"photos\.csv.*Fix"):  # the same error as fetch_snapshot_files
+        fetch_and_ingest(write_bucket(tmp_path / "incomplete", omit=["photos"]), Warehouse(tmp_path / "early"))
+
+
+def test_each_member_is_handed_over_before_the_next_one_is_extracted(tmp_path):
+    """What lets fetch_and_ingest_tables parse one table while the next is extracted."""
+    bucket = write_bucket(tmp_path / "bucket")
+    raw = tmp_path / "raw"
+    seen: list[tuple[str, list[str]]] = []
+    hand_over = lambda member: seen.append((member.table, sorted(p.stem for p in raw.glob("*.csv"))))  # noqa: E731
+    files = fetch(bucket, raw, on_member=hand_over)
+    order = list(files.members)  # tarball order
+    assert [table for table, _ in seen] == order
+    assert all(on_disk == sorted(order[: i + 1]) for i, (_, on_disk) in enumerate(seen))
+
+    raw_table_path(raw, "photos").unlink()  # a rerun hands over the verified members first, then the re-extracted one
+    seen.clear()
+    fetch(bucket, raw, on_member=hand_over)
+    handed = [table for table, _ in seen]
+    assert sorted(handed[:-1]) == sorted(t for t in order if t != "photos") and handed[-1] == "photos"
+
+
+def test_a_table_that_fails_to_parse_does_not_stop_the_others(tmp_path):
+    header_changed = b"observer_id\tlogin\tnickname\n1\ta\tb\n"
+    bucket = write_bucket(tmp_path / "bucket", files={"observers": header_changed})
+    warehouse = Warehouse(tmp_path / "warehouse")
+    fs, root = filesystem_for(str(bucket))
+    done: list = []
+    with pytest.raises(HeaderMismatchError, match=r"observers\.csv.*Fix"):
+        for result in fetch_and_ingest_tables(fs, root, SNAPSHOT, warehouse):
+            done.append(result)
+    assert sorted(r.table for r in done[1:]) == ["observations", "photos", "taxa"]
 
 
 @pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT])

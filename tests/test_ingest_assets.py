@@ -16,7 +16,7 @@ import pytest
 from dagster import AssetCheckSeverity, Definitions, instance_for_test, materialize
 
 import inat_fixtures as fx
-from bioasset.assets.ingest import INGEST_ASSETS
+from bioasset.assets.ingest import INGEST_ASSETS, SNAPSHOT_FILES_STEP
 from bioasset.jobs import ingest_snapshot_job
 from bioasset.resources import OpenDataBucket, WarehouseResource
 from bioasset.warehouse import Warehouse, WarehouseLockedError
@@ -122,9 +122,34 @@ def test_a_missing_table_fails_snapshot_files_with_the_file_and_the_fix(tmp_path
         )
     assert not result.success
     failure = result.get_step_failure_events()[0]
-    assert failure.step_key == "snapshot_files"
+    assert failure.step_key == SNAPSHOT_FILES_STEP
+    assert not result.get_asset_materialization_events()  # nothing is reported from an incomplete release
     message = failure.step_failure_data.error.to_string()
     assert "inaturalist-open-data-20241127/taxa.csv" in message and "Fix:" in message
+
+
+def test_snapshot_files_and_each_table_materialize_on_their_own(tmp_path):
+    """The combined step is subsettable: a typed table alone re-parses the files extracted before."""
+    bucket = fx.write_bucket(tmp_path / "bucket")
+    with instance_for_test() as instance:
+        instance.add_dynamic_partitions("snapshots", [fx.SNAPSHOT_KEY])
+        run = lambda selection: materialize(  # noqa: E731
+            INGEST_ASSETS, selection=selection, instance=instance, partition_key=fx.SNAPSHOT_KEY,
+            resources=resources(bucket, tmp_path / "wh"), raise_on_error=False,
+        )  # fmt: skip
+
+        too_early = run(["photos"])
+        assert not too_early.success
+        message = too_early.get_step_failure_events()[0].step_failure_data.error.to_string()
+        assert "photos.csv does not exist" in message and "Fix: materialize `snapshot_files`" in message
+
+        files = run(["snapshot_files"])
+        assert files.success and set(metadata_of(files)) == {"snapshot_files"} and not checks_of(files)
+        assert {"taxa", "observations", "photos", "observers"} <= set(metadata_of(files)["snapshot_files"]["extracted"].split(", "))
+
+        photos = run(["photos"])
+        assert photos.success and set(metadata_of(photos)) == {"photos"} and set(checks_of(photos)) == {("photos", "not_empty")}
+        assert metadata_of(photos)["photos"]["dagster/row_count"] == len(fx.PHOTOS)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,26 +4,34 @@ Thin wrappers: each body finds its paths in the warehouse, calls one or two doma
 (:mod:`bioasset.ingest`, :mod:`bioasset.taxonomy`, :mod:`bioasset.media`), refreshes the DuckDB
 views and reports metadata and check results. Assets hand no values between steps: each writes
 ``{warehouse}/snapshots/{key}/{asset}.parquet`` and the next one reads it by name.
+
+``snapshot_files`` and the four typed tables are one step (:data:`SNAPSHOT_FILES_STEP`, a subsettable
+multi-asset), so that a table is parsed while the next members of the tarball are still being
+extracted (:func:`bioasset.ingest.fetch_and_ingest_tables`); each is still its own asset, with its
+own materialization, metadata and checks, reported as soon as it is done.
 """
 
-from typing import Any, Iterable
+from typing import AbstractSet, Any, Iterable
 
 from dagster import (
+    AssetCheckKey,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
-    AssetsDefinition,
+    AssetSpec,
     MaterializeResult,
     MetadataValue,
     TableColumn,
     TableSchema,
     asset,
+    multi_asset,
 )
 
 from bioasset.ingest import (
+    SnapshotFiles,
     TableIngest,
-    fetch_snapshot_files,
+    fetch_and_ingest_tables,
     ingest_table,
     raw_table_path,
     read_rejects,
@@ -48,10 +56,13 @@ ORPHAN_PHOTOS_WARN_RATIO = 0.01
 
 NOT_EMPTY = "not_empty"
 
+#: The step (op) that materializes ``snapshot_files`` and the typed tables together.
+SNAPSHOT_FILES_STEP = "snapshot_files_and_tables"
+
 
 def _table_asset(name: str, *, deps: list, description: str, checks: dict[str, str] | None = None, **options: Any):
     """``@asset`` of one warehouse table of a snapshot, with a ``not_empty`` check and ``checks`` (name: description)."""
-    specs = [AssetCheckSpec(NOT_EMPTY, asset=name, description=f"The {name} table has rows.")]
+    specs = [_not_empty_spec(name)]
     specs += [AssetCheckSpec(check, asset=name, description=text) for check, text in (checks or {}).items()]
     return asset(
         name=name,
@@ -66,8 +77,13 @@ def _table_asset(name: str, *, deps: list, description: str, checks: dict[str, s
     )
 
 
+def _not_empty_spec(table: str) -> AssetCheckSpec:
+    return AssetCheckSpec(NOT_EMPTY, asset=table, description=f"The {table} table has rows.")
+
+
 def _not_empty_result(table: str, rows: int) -> AssetCheckResult:
     return AssetCheckResult(
+        asset_key=table,
         check_name=NOT_EMPTY,
         passed=rows > 0,
         severity=AssetCheckSeverity.ERROR,
@@ -89,8 +105,9 @@ def _finish(
     metadata: dict[str, Any],
     warnings: Iterable[str] = (),
     check_results: Iterable[AssetCheckResult] = (),
+    asset_key: str | None = None,
 ) -> MaterializeResult:
-    """Refresh the DuckDB views, log warnings, and build the MaterializeResult."""
+    """Refresh the DuckDB views, log warnings, and build the MaterializeResult (of ``asset_key`` in a multi-asset)."""
     warnings = list(warnings)
     try:
         views = wh.refresh_views()
@@ -101,7 +118,7 @@ def _finish(
         context.log.warning(warning)
     if warnings:
         metadata["warnings"] = MetadataValue.md("\n".join(f"- {w}" for w in warnings))
-    return MaterializeResult(metadata=metadata, check_results=list(check_results))
+    return MaterializeResult(asset_key=asset_key, metadata=metadata, check_results=list(check_results))
 
 
 def _speed(rows: int, elapsed_s: float) -> dict[str, Any]:
@@ -111,18 +128,56 @@ def _speed(rows: int, elapsed_s: float) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
-@asset(
+@multi_asset(
+    name=SNAPSHOT_FILES_STEP,
+    specs=[
+        AssetSpec(
+            "snapshot_files",
+            group_name=INGEST_GROUP,
+            kinds={"s3", "parquet"},
+            description="The snapshot's metadata files: the dated tarball copied (resumably, size-verified) and "
+            "stream-extracted into the warehouse's raw/ folder, one row per file in snapshot_files.parquet.",
+        ),
+        *(
+            AssetSpec(
+                table,
+                deps=["snapshot_files"],
+                group_name=INGEST_GROUP,
+                kinds={"duckdb", "parquet"},
+                metadata={"dagster/column_schema": TableSchema(columns=[TableColumn(n, t) for n, t in TABLE_COLUMNS[table].items()])},
+                description=f"The snapshot's {table}.csv as typed Parquet, parsed by DuckDB (no quoting, explicit types); "
+                f"rows that do not parse are kept in {table}_rejects.parquet with their line number and reason.",
+            )
+            for table in CORE_TABLES
+        ),
+    ],
+    check_specs=[_not_empty_spec(table) for table in CORE_TABLES],
     partitions_def=snapshots_partitions,
-    group_name=INGEST_GROUP,
-    kinds={"s3", "parquet"},
-    description="The snapshot's metadata files: the dated tarball copied (resumably, size-verified) and "
-    "stream-extracted into the warehouse's raw/ folder, one row per file in snapshot_files.parquet.",
+    can_subset=True,
+    pool=WAREHOUSE_POOL,
+    description="Extract the snapshot tarball; parse each typed table as soon as its file is extracted.",
 )
-def snapshot_files(context: AssetExecutionContext, open_data: OpenDataBucket, warehouse: WarehouseResource) -> MaterializeResult:
+def snapshot_files_and_tables(context: AssetExecutionContext, open_data: OpenDataBucket, warehouse: WarehouseResource):
     wh, key = warehouse.warehouse(), context.partition_key
-    fs, root = open_data.filesystem()
-    files = fetch_snapshot_files(fs, root, parse_snapshot_key(key), wh.raw_dir(key))
-    rows = write_snapshot_files_table(wh, files, wh.table_path(key, "snapshot_files"))
+    selected = {asset_key.path[-1] for asset_key in context.selected_asset_keys}
+    tables = [table for table in CORE_TABLES if table in selected]
+    if "snapshot_files" in selected:
+        fs, root = open_data.filesystem()
+        done: Iterable[SnapshotFiles | TableIngest] = fetch_and_ingest_tables(fs, root, parse_snapshot_key(key), wh, tables=tables)
+    else:  # the tables alone, from the files extracted before
+        done = (
+            ingest_table(table, raw_table_path(wh.raw_dir(key), table), wh.table_path(key, table), wh.rejects_path(key, table), wh)
+            for table in tables
+        )
+    checks = context.selected_asset_check_keys
+    for result in done:
+        if isinstance(result, SnapshotFiles):
+            yield _snapshot_files_result(context, wh, result, write_snapshot_files_table(wh, result, wh.table_path(key, "snapshot_files")))
+        else:
+            yield _table_result(context, wh, result, checks)
+
+
+def _snapshot_files_result(context: AssetExecutionContext, wh: Warehouse, files: SnapshotFiles, rows: int) -> MaterializeResult:
     metadata = {
         "dagster/row_count": rows,
         "source": files.source,
@@ -136,10 +191,19 @@ def snapshot_files(context: AssetExecutionContext, open_data: OpenDataBucket, wa
         "elapsed_s": round(files.elapsed_s, 3),
         "mb_per_s": round(files.extracted_bytes / 1e6 / files.elapsed_s, 1) if files.elapsed_s > 0 else 0,
         "files": _md_table(["table", "bytes", "member"], ((m.table, m.bytes, m.member) for m in files.members.values())),
-        "path": MetadataValue.path(str(wh.raw_dir(key))),
+        "path": MetadataValue.path(str(files.tarball_path.parent)),
     }
     warnings = [f"Ignored unexpected tarball members: {', '.join(files.ignored_members)}"] if files.ignored_members else []
-    return _finish(context, wh, metadata, warnings)
+    return _finish(context, wh, metadata, warnings, asset_key="snapshot_files")
+
+
+def _table_result(
+    context: AssetExecutionContext, wh: Warehouse, result: TableIngest, checks: AbstractSet[AssetCheckKey]
+) -> MaterializeResult:
+    table = result.table
+    rejected_warning = [f"{result.rejected_rows} rows of {table} rejected; see {result.rejects_path}"] if result.rejected_rows else []
+    check_results = [_not_empty_result(table, result.rows)] if _not_empty_spec(table).key in checks else []
+    return _finish(context, wh, _table_metadata(result), result.warnings + rejected_warning, check_results, asset_key=table)
 
 
 def _table_metadata(result: TableIngest) -> dict[str, Any]:
@@ -160,34 +224,6 @@ def _table_metadata(result: TableIngest) -> dict[str, Any]:
             ((r["line"], r["error_types"], r["columns"] or "", (r["error_message"] or "")[:120]) for r in read_rejects(result.rejects_path)),
         )
     return metadata
-
-
-def build_table_asset(table: str) -> AssetsDefinition:
-    """The asset of one typed table (``taxa``, ``observations``, ``photos`` or ``observers``)."""
-
-    @_table_asset(
-        table,
-        deps=[snapshot_files],
-        metadata={
-            "dagster/column_schema": TableSchema(columns=[TableColumn(n, t) for n, t in TABLE_COLUMNS[table].items()])
-        },
-        description=f"The snapshot's {table}.csv as typed Parquet, parsed by DuckDB (no quoting, explicit types); "
-        f"rows that do not parse are kept in {table}_rejects.parquet with their line number and reason.",
-    )
-    def _typed_table(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
-        wh, key = warehouse.warehouse(), context.partition_key
-        result = ingest_table(
-            table, raw_table_path(wh.raw_dir(key), table), wh.table_path(key, table), wh.rejects_path(key, table), wh
-        )
-        rejected_warning = [f"{result.rejected_rows} rows of {table} rejected; see {result.rejects_path}"] if result.rejected_rows else []
-        return _finish(
-            context, wh, _table_metadata(result), result.warnings + rejected_warning, [_not_empty_result(table, result.rows)]
-        )
-
-    return _typed_table
-
-
-TABLE_ASSETS = [build_table_asset(table) for table in CORE_TABLES]
 
 
 @_table_asset(
@@ -254,4 +290,4 @@ def media(context: AssetExecutionContext, warehouse: WarehouseResource) -> Mater
     return _finish(context, wh, metadata, [], [_not_empty_result("media", result.rows), orphans])
 
 
-INGEST_ASSETS = [snapshot_files, *TABLE_ASSETS, taxonomy, media]
+INGEST_ASSETS = [snapshot_files_and_tables, taxonomy, media]
