@@ -49,7 +49,7 @@ from pydantic import Field, create_model
 
 from bioasset import config as settings
 from bioasset.assets.datasets import DATASET_ASSETS
-from bioasset.assets.ingest import _md_table
+from bioasset.assets.metadata import markdown_table
 from bioasset.mlflow_registry import (
     ClassifierRun,
     DatasetVersionRef,
@@ -174,8 +174,8 @@ def classifier_metadata(run: ClassifierRun) -> dict[str, Any]:
         "test_images": metrics.get("images"),
         "test_rows_unknown_label": metrics.get("rows_unknown_label"),
         **training.summary(),
-        "history": _md_table(["epoch", "train_loss", "val_loss", "val_accuracy"], history),
-        "per_class": _md_table(per_class.columns, per_class.itertuples(index=False)),
+        "history": markdown_table(["epoch", "train_loss", "val_loss", "val_accuracy"], history),
+        "per_class": markdown_table(per_class.columns, per_class.itertuples(index=False)),
         **_plot("confusion_matrix", run.plots.get("confusion_matrix.png"), f"{evaluation_dir}/confusion_matrix.png"),
         **_plot("threshold_sweep", run.plots.get("threshold_sweep.png"), f"{evaluation_dir}/threshold_sweep.png"),
         "elapsed_s": round(run.elapsed_s, 3),

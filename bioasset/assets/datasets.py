@@ -42,7 +42,8 @@ from dagster import (
 )
 from pydantic import Field
 
-from bioasset.assets.ingest import WAREHOUSE_POOL, _md_table
+from bioasset.assets.ingest import WAREHOUSE_POOL
+from bioasset.assets.metadata import markdown_table
 from bioasset.dataset_spec import DatasetSpec, load_specs
 from bioasset.registry import card_dir, freeze_version
 from bioasset.registry import read_manifest as read_version_manifest
@@ -266,11 +267,11 @@ def _manifest_metadata(build: ManifestBuild, new_keys: list[str]) -> dict[str, A
         "photos_in_root_subtree": build.scanned,
         "excluded": build.excluded,
         "excluded_total": sum(build.excluded.values()),
-        "dropped_classes": _md_table(
+        "dropped_classes": markdown_table(
             ["label_id", "class", "photos", "reason"],
             ((d.label_id, d.label_name, d.photos, d.detail) for d in build.dropped_classes),
         ),
-        "class_histogram": _md_table(
+        "class_histogram": markdown_table(
             ["label_id", "class", "photos", "train", "val", "test"],
             counts[["label_id", "label_name", "photos", "train", "val", "test"]].itertuples(index=False),
         ),
@@ -286,7 +287,7 @@ def _manifest_metadata(build: ManifestBuild, new_keys: list[str]) -> dict[str, A
     if update is not None:
         changed = [c for c in update.classes if c.added or c.removed or c.relabelled_in or c.relabelled_out]
         metadata |= {"added": update.added, "removed": update.removed, "relabelled": update.relabelled, "resplit": update.resplit}
-        metadata["update_report"] = _md_table(
+        metadata["update_report"] = markdown_table(
             ["label_id", "class", "before", "after", "added", "removed", "relabelled in", "relabelled out"],
             (
                 (c.label_id, c.label_name, c.before, c.after, c.added, c.removed, c.relabelled_in, c.relabelled_out)

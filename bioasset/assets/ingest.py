@@ -28,6 +28,7 @@ from dagster import (
     multi_asset,
 )
 
+from bioasset.assets.metadata import markdown_table
 from bioasset.ingest import (
     SnapshotFiles,
     TableIngest,
@@ -90,13 +91,6 @@ def _not_empty_result(table: str, rows: int) -> AssetCheckResult:
         metadata={"rows": rows},
         description=None if rows else f"The {table} table of this snapshot is empty.",
     )
-
-
-def _md_table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> MetadataValue:
-    header = list(header)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(v).replace("|", "\\|").replace("\n", " ") for v in row) + " |" for row in rows]
-    return MetadataValue.md("\n".join(lines))
 
 
 def _finish(
@@ -190,7 +184,7 @@ def _snapshot_files_result(context: AssetExecutionContext, wh: Warehouse, files:
         "bytes": files.total_member_bytes,
         "elapsed_s": round(files.elapsed_s, 3),
         "mb_per_s": round(files.extracted_bytes / 1e6 / files.elapsed_s, 1) if files.elapsed_s > 0 else 0,
-        "files": _md_table(["table", "bytes", "member"], ((m.table, m.bytes, m.member) for m in files.members.values())),
+        "files": markdown_table(["table", "bytes", "member"], ((m.table, m.bytes, m.member) for m in files.members.values())),
         "path": MetadataValue.path(str(files.tarball_path.parent)),
     }
     warnings = [f"Ignored unexpected tarball members: {', '.join(files.ignored_members)}"] if files.ignored_members else []
@@ -219,7 +213,7 @@ def _table_metadata(result: TableIngest) -> dict[str, Any]:
         **_speed(result.rows + result.rejected_rows, result.elapsed_s),
     }
     if result.rejected_rows:
-        metadata["first_rejects"] = _md_table(
+        metadata["first_rejects"] = markdown_table(
             ["line", "error", "columns", "message"],
             ((r["line"], r["error_types"], r["columns"] or "", (r["error_message"] or "")[:120]) for r in read_rejects(result.rejects_path)),
         )
@@ -242,7 +236,7 @@ def taxonomy(context: AssetExecutionContext, warehouse: WarehouseResource) -> Ma
         "taxa_with_unresolved_ancestry": result.unresolved_taxa,
         "duplicate_taxon_ids": result.duplicate_taxon_ids,
         "parquet_bytes": result.path.stat().st_size,
-        "taxa_per_rank": _md_table(["rank", "taxa"], result.taxa_per_rank[:20]),
+        "taxa_per_rank": markdown_table(["rank", "taxa"], result.taxa_per_rank[:20]),
         "path": MetadataValue.path(str(result.path)),
         **_speed(result.rows, result.elapsed_s),
     }
@@ -252,7 +246,7 @@ def taxonomy(context: AssetExecutionContext, warehouse: WarehouseResource) -> Ma
         severity=AssetCheckSeverity.ERROR,
         metadata={
             "taxa_with_unresolved_ancestry": result.unresolved_taxa,
-            "examples": _md_table(["taxon_id", "ancestry"], result.unresolved_examples),
+            "examples": markdown_table(["taxon_id", "ancestry"], result.unresolved_examples),
         },
     )
     warnings = [f"{result.duplicate_taxon_ids} duplicate taxon ids in taxa"] if result.duplicate_taxon_ids else []
@@ -276,8 +270,8 @@ def media(context: AssetExecutionContext, warehouse: WarehouseResource) -> Mater
         "orphan_photos": result.orphan_photos,
         "photos_without_taxon": result.photos_without_taxon,
         "parquet_bytes": result.path.stat().st_size,
-        "top_taxa": _md_table(["taxon_id", "name", "rank", "photos"], result.top_taxa),
-        "photos_per_license": _md_table(["license", "photos"], result.photos_per_license),
+        "top_taxa": markdown_table(["taxon_id", "name", "rank", "photos"], result.top_taxa),
+        "photos_per_license": markdown_table(["license", "photos"], result.photos_per_license),
         "path": MetadataValue.path(str(result.path)),
         **_speed(result.rows, result.elapsed_s),
     }
