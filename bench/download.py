@@ -219,6 +219,32 @@ def measured(command: list[str], server: Server, log: Path) -> dict[str, object]
             "stdout": result.stdout}
 
 
+class Outputs:
+    """A new output folder for every run; all of them are deleted only when the benchmark ends.
+
+    Deleting one run's output just before the next run writes its own bills the next run for the
+    deletion: on this machine's ext4 (mounted without a journal) a file created soon after many
+    deletions in the same block group costs 0.3-0.7 ms of kernel CPU, because the inode allocator
+    skips recently deleted inodes one by one (``recently_deleted`` in fs/ext4/ialloc.c), against
+    about 0.05 ms otherwise. That is more than the write itself, and it is larger for the tool that
+    runs after a bigger deletion (img2dataset writes two files per image)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.runs = 0
+        self.previous = root.with_name(f"{root.name}-previous-{os.getpid()}")
+        if root.exists():  # a previous benchmark's outputs: moved aside now, deleted at the end
+            root.rename(self.previous)
+
+    def new(self, tag: str) -> Path:
+        self.runs += 1
+        return self.root / f"{self.runs:03d}-{tag}"
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+        shutil.rmtree(self.previous, ignore_errors=True)
+
+
 # --------------------------------------------------------------------------------------------
 # the cases and the tools
 
@@ -403,7 +429,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--cases {args.cases!r}: use resize, no-resize or both")
     bioassets = [Bioasset(spec) for spec in (args.bioasset or DEFAULT_BIOASSET_CONFIGS)]
     img2datasets = [Img2dataset(spec, args.images) for spec in (args.img2dataset or DEFAULT_IMG2DATASET_CONFIGS)]
-    output = work / "out"
+    outputs = Outputs(work / "out")
 
     server = Server(bucket, args.latency_ms)
     try:
@@ -420,13 +446,11 @@ def main(argv: list[str] | None = None) -> None:
         startup_urls, warm_urls = url_list("startup", STARTUP_IMAGES), url_list("warm", 200)
         print("warming up (compiles .pyc files, fills the page cache) …", flush=True)
         for tool in (bioassets[0], img2datasets[0].for_images(200)):
-            shutil.rmtree(output, ignore_errors=True)
-            tool.run(server, warm_urls, output, cases[0], logs / f"warm-{tool.spec}.log")
-        shutil.rmtree(output, ignore_errors=True)
+            tool.run(server, warm_urls, outputs.new(f"warm-{tool.spec}"), cases[0], logs / f"warm-{tool.spec}.log")
 
         search: list[dict[str, object]] = []
         if args.search:
-            search = search_img2dataset(server, full_urls, output, cases[0], args.images, logs)
+            search = search_img2dataset(server, full_urls, outputs, cases[0], args.images, logs)
             best = max(search, key=lambda row: row["steady_images_per_s"])  # type: ignore[arg-type, return-value]
             if best["spec"] not in {tool.spec for tool in img2datasets}:
                 img2datasets.append(Img2dataset(str(best["spec"]), args.images))
@@ -438,15 +462,15 @@ def main(argv: list[str] | None = None) -> None:
         for repeat in range(args.repeats):
             order = tools if repeat % 2 == 0 else tools[::-1]
             for tool in order:
-                shutil.rmtree(output, ignore_errors=True)
                 small = tool.for_images(STARTUP_IMAGES) if isinstance(tool, Img2dataset) else tool
-                run = small.run(server, startup_urls, output, cases[0], logs / f"r{repeat}-startup-{tool.spec}.log")
+                run = small.run(server, startup_urls, outputs.new(f"r{repeat}-startup-{tool.spec}"), cases[0],
+                                logs / f"r{repeat}-startup-{tool.spec}.log")
                 startups.append({"config": tool.name, "repeat": repeat, "images": run["images"],
                                  "wall_s": run["wall_s"], "cpu_s": run["cpu_s"]})
             for case in cases:
                 for tool in order:
                     tag = f"r{repeat}-{case.name}-{tool.spec}"
-                    shutil.rmtree(output, ignore_errors=True)
+                    output = outputs.new(tag)
                     run = finished(tool.run(server, full_urls, output, case, logs / f"{tag}.log"), args.images, tag)
                     run.update(output_facts(output))
                     run.update({"case": case.name, "config": tool.name, "repeat": repeat,
@@ -458,23 +482,22 @@ def main(argv: list[str] | None = None) -> None:
                         incremental.append({"repeat": repeat, **row})
                         note = f"; +1% rerun {row['ratio_wall']:.1%} of the full run ({row['ratio_call']:.1%} in the call)"
                     runs.append(run)
-                    shutil.rmtree(output, ignore_errors=True)
                     print(f"{tag}: {run['images_per_s']:.0f} images/s end to end, {run['steady_images_per_s']:.0f} "
                           f"steady, {run['cpu_ms_per_image']:.2f} CPU ms/image, other jobs kept "
                           f"{run['other_jobs_cpus']:.1f} CPUs busy{note}", flush=True)
                 if args.incremental_images:
                     tag = f"r{repeat}-{case.name}-{bioassets[0].spec}-large"
-                    shutil.rmtree(output, ignore_errors=True)
+                    output = outputs.new(tag)
                     run = finished(bioassets[0].run(server, large_urls, output, case, logs / f"{tag}.log"),
                                    args.incremental_images, tag)
                     row = incremental_update(bioassets[0], server, run, large_plus_urls, output, case,
                                              args.incremental_images, large_new, logs / f"{tag}-plus1pct.log")
                     incremental.append({"repeat": repeat, **row})
-                    shutil.rmtree(output, ignore_errors=True)
                     print(f"{tag}: {run['images_per_s']:.0f} images/s end to end; +1% rerun {row['ratio_wall']:.1%} "
                           f"of the full run ({row['ratio_call']:.1%} in the call)", flush=True)
     finally:
         server.stop()
+        outputs.remove()
 
     machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results = summarize(args, machine, cases, bioassets, img2datasets, runs, incremental, startups, search,
@@ -505,14 +528,13 @@ def incremental_update(tool: Bioasset, server: Server, full: dict[str, object], 
     }
 
 
-def search_img2dataset(server: Server, urls: Path, output: Path, case: Case, images: int,
+def search_img2dataset(server: Server, urls: Path, outputs: Outputs, case: Case, images: int,
                        logs: Path) -> list[dict[str, object]]:
     rows = []
     for spec in SEARCH_GRID:
         tool = Img2dataset(spec, images)
-        shutil.rmtree(output, ignore_errors=True)
-        run = finished(tool.run(server, urls, output, case, logs / f"search-{spec}.log"), images, f"search {spec}")
-        shutil.rmtree(output, ignore_errors=True)
+        run = finished(tool.run(server, urls, outputs.new(f"search-{spec}"), case, logs / f"search-{spec}.log"),
+                       images, f"search {spec}")
         rows.append({"spec": spec, "config": tool.name, **{k: v for k, v in tool.describe().items() if k != "command"},
                      **{key: round(float(run[key]), 3) for key in  # type: ignore[arg-type]
                         ("wall_s", "engine_s", "images_per_s", "steady_images_per_s", "cpu_ms_per_image",
@@ -784,6 +806,9 @@ DOCS_NOTES = [
     "16 requests in flight); `--search` tries 1-4 processes of 8-64 threads.",
     "- On a shared machine the measured images/s depend on how much of the CPUs each tool gets (*CPUs used*) "
     "next to the other jobs; the CPU-time columns do not.",
+    "- Every run writes into a new folder, and all are deleted when the benchmark ends: on this machine's ext4 "
+    "(no journal) a file created soon after many deletions nearby costs 0.3-0.7 ms of kernel CPU instead of "
+    "about 0.05 ms, so deleting the previous run's output first would bill each run for it, by run order.",
 ]
 
 

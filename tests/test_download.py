@@ -3,6 +3,7 @@ files, a real moto S3 server, and a real ``kill -9``."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import io
@@ -13,6 +14,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -32,6 +34,8 @@ from bioasset.download import (
     parse_retry_after,
     verify_image,
 )
+from bioasset.download.workers import LoopWorkers
+from bioasset.storage import atomic_write_local
 from http_faults import Fault, FaultyHTTPServer
 from s3_fixtures import create_public_bucket, put_public_object, unique_bucket_name
 
@@ -209,8 +213,6 @@ def test_retry_after_is_honoured(server, store):
 
 
 def test_rate_limiter_slows_on_429_and_recovers_gradually():
-    import asyncio
-
     async def scenario() -> None:
         limiter = AdaptiveRateLimiter(recovery_doubling_s=0.1)
         for _ in range(20):  # unlimited: as fast as we like
@@ -481,3 +483,82 @@ def test_parse_retry_after():
     assert parse_retry_after(None) is None and parse_retry_after("soon") is None
     future = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
     assert 25 <= parse_retry_after(future) <= 31
+
+
+def test_concurrency_caps_the_requests_in_flight(store):
+    # The engine runs twice as many workers as requests in flight (the others hold images for the
+    # decode threads), so the cap comes from the fetcher: 8 requests 2 at a time take 4 latencies.
+    latency_s = 0.05
+    with FaultyHTTPServer(latency_s=latency_s) as server:
+        photos = serve_photos(server, 8)
+        started = time.perf_counter()
+        report = download_images(items_for(server, photos), store, concurrency=2, **FAST)
+        elapsed = time.perf_counter() - started
+    assert report.counts["fetched"] == 8
+    assert elapsed >= 4 * latency_s
+
+
+def test_a_damaged_journal_line_costs_one_verification_not_a_download(server, store):
+    photos = serve_photos(server, 4)
+    download_images(items_for(server, photos), store)
+    journal = store / "_journal/inaturalist/medium/default.jsonl"
+    lines = journal.read_text().splitlines()
+    lines[1] = lines[1][: len(lines[1]) // 2]  # cut, as by a crash in an editor
+    journal.write_text("\n".join([*lines, '["not", "a", "record"]', ""]))
+
+    rerun = download_images(items_for(server, photos), store)
+
+    assert sorted(r.reason for r in rerun.results) == ["in the store and journal"] * 3 + ["in the store, verified again"]
+    assert all(server.request_count(photo_path(photo_id)) == 1 for photo_id in photos)
+
+
+def test_atomic_write_local_makes_the_folder_replaces_whole_files_and_cleans_up(tmp_path):
+    target = tmp_path / "a" / "b" / "1.jpg"
+    atomic_write_local(str(target), b"first")
+    atomic_write_local(str(target), b"second")
+    assert target.read_bytes() == b"second"
+    (tmp_path / "a" / "folder.jpg").mkdir()
+    with pytest.raises(IsADirectoryError):
+        atomic_write_local(str(tmp_path / "a" / "folder.jpg"), b"x")  # the rename fails: no temporary left
+    assert sorted(path.relative_to(tmp_path).as_posix() for path in tmp_path.rglob("*") if path.is_file()) == ["a/b/1.jpg"]
+
+
+@pytest.mark.parametrize("uvloop_installed", [True, False])
+def test_runs_on_uvloop_when_installed_on_asyncio_otherwise_and_from_async_code(
+    server, store, monkeypatch, uvloop_installed
+):
+    if uvloop_installed:
+        pytest.importorskip("uvloop")
+    else:
+        monkeypatch.setitem(sys.modules, "uvloop", None)  # what `import uvloop` sees where it is not installed
+    photos = serve_photos(server, 3)
+    loops: list[str] = []
+
+    def note_loop(progress) -> None:  # progress is reported on the engine's event loop
+        loops.append(type(asyncio.get_running_loop()).__module__)
+
+    async def async_caller():  # a notebook or an async service: the engine runs its loop on a helper thread
+        return download_images(items_for(server, photos), store, progress=note_loop, progress_interval_s=0.0)
+
+    report = asyncio.run(async_caller())
+
+    assert report.counts["fetched"] == 3
+    assert loops and all(module.startswith("uvloop") == uvloop_installed for module in loops)
+
+
+def test_loop_workers_return_results_raise_errors_and_drop_queued_jobs_on_shutdown():
+    async def scenario() -> None:
+        workers = LoopWorkers(1, "test-worker")
+        assert await workers.run(sum, [1, 2, 3]) == 6
+        with pytest.raises(ZeroDivisionError):
+            await workers.run(lambda: 1 / 0)
+        started, release = threading.Event(), threading.Event()
+        busy = workers.run(lambda: (started.set(), release.wait(5))[1])
+        queued = workers.run(time.sleep, 0)
+        started.wait(5)
+        workers.shutdown()  # the job in progress finishes; the queued one never starts
+        release.set()
+        assert await busy is True
+        assert queued.cancelled()
+
+    asyncio.run(scenario())

@@ -1,7 +1,9 @@
 """The image download engine: concurrent, resumable, verified downloads into the image store.
 
-One asyncio event loop does the network I/O (aiohttp, or fsspec on an I/O thread pool); a small
-thread pool decodes, resizes, hashes and writes, where Pillow and hashlib release the GIL.
+One event loop (uvloop where installed, else asyncio's) does the network I/O (aiohttp, or fsspec
+on an I/O thread pool); a few worker threads decode, resize, hash and write, where Pillow, hashlib
+and the file system calls release the GIL. A request slot is held only while a request is in
+flight, so the network keeps fetching while the threads decode what has arrived.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
 from PIL import Image
@@ -41,7 +44,8 @@ from bioasset.download.items import (
     stored_size_name,
 )
 from bioasset.download.journal import Journal, StoredImage
-from bioasset.storage import atomic_write_bytes
+from bioasset.download.workers import LoopWorkers
+from bioasset.storage import atomic_write_bytes, atomic_write_local
 
 DEFAULT_MAX_IMAGE_BYTES = 50 * 1024 * 1024
 
@@ -131,7 +135,7 @@ class DownloadReport:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Task:
     index: int
     item: DownloadItem
@@ -139,7 +143,9 @@ class _Task:
     name: str  # ``{photo_id}.{ext}``
     extension: str
     path: str
-    quarantine_path: str
+    #: In a local store: the size of the file already there, or None. Remote stores are asked during
+    #: the download instead.
+    stored_bytes: int | None = None
 
 
 def download_images(
@@ -174,8 +180,8 @@ def download_images(
     (JPEG and WebP at ``jpeg_quality``) and stored under the size folder
     ``{size}-short{N}-q{quality}``.
 
-    ``concurrency`` requests are in flight at once; ``decode_threads`` (default: the usable CPUs)
-    threads decode and resize. ``max_rate`` caps requests per second per host; 429 responses lower
+    ``concurrency`` requests are in flight at once, and up to as many fetched images wait for the
+    ``decode_threads`` (default: the usable CPUs) threads that decode and resize them. ``max_rate`` caps requests per second per host; 429 responses lower
     the rate further until the server stops refusing. ``journal`` names the verification journal:
     give concurrent runs different names (e.g. their partition key). ``source_options`` configure
     fsspec source URLs (e.g. ``endpoint_url`` for an S3-compatible server). ``progress`` is called
@@ -263,19 +269,23 @@ class _Run:
         self.bytes_downloaded = 0
         self.started = time.perf_counter()
         self._last_progress = self.started
-        self.cpu_pool: Executor = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="bioasset-decode")
-        # Writes to a remote store wait on the network: give them their own, wider pool.
-        self.store_pool: Executor = (
-            self.cpu_pool
-            if store.is_local
-            else ThreadPoolExecutor(settings.concurrency, thread_name_prefix="bioasset-store")
+        #: Atomic writes: plain system calls on a local disk, fsspec elsewhere.
+        self.write_bytes: Callable[[str, bytes], None] = (
+            atomic_write_local if store.is_local else partial(atomic_write_bytes, store.fs)
         )
 
     async def run(self) -> DownloadReport:
+        settings = self.settings
+        self.cpu_pool: LoopWorkers = LoopWorkers(settings.decode_threads, "bioasset-decode")
+        # Writes to a remote store wait on the network: give them their own, wider pool.
+        self.store_pool: LoopWorkers = (
+            self.cpu_pool if self.store.is_local else LoopWorkers(settings.concurrency, "bioasset-store")
+        )
         try:
             tasks, duplicates = self._plan()
+            if self.store.is_local:
+                tasks = self._look_in_local_store(tasks)
             await self._load_journals({task.stored_size for task in tasks})
-            settings = self.settings
             async with Fetcher(
                 concurrency=settings.concurrency,
                 timeout_s=settings.timeout_s,
@@ -287,7 +297,9 @@ class _Run:
                 self.fetcher = fetcher
                 checkpoints = asyncio.create_task(self._checkpoint_periodically())
                 pending = iter(tasks)
-                workers = [asyncio.create_task(self._work(pending)) for _ in range(settings.concurrency)]
+                # The fetcher keeps `concurrency` requests in flight; as many workers again hold
+                # fetched images waiting for (or in) the decode threads, so neither side waits on the other.
+                workers = [asyncio.create_task(self._work(pending)) for _ in range(2 * settings.concurrency)]
                 try:
                     await asyncio.gather(*workers)
                 except BaseException:
@@ -309,40 +321,75 @@ class _Run:
                 throttled_responses=fetcher.throttled_responses,
             )
         finally:
-            self.cpu_pool.shutdown(wait=False, cancel_futures=True)
-            self.store_pool.shutdown(wait=False, cancel_futures=True)
+            self.cpu_pool.shutdown()
+            if self.store_pool is not self.cpu_pool:
+                self.store_pool.shutdown()
 
     def _plan(self) -> tuple[list[_Task], list[tuple[int, int]]]:
         """Validate every item up front; invalid ones are finished at once, duplicates later."""
         tasks: list[_Task] = []
         duplicates: list[tuple[int, int]] = []
         first_by_path: dict[str, int] = {}
-        source = self.settings.source
+        folders: dict[str, tuple[str, str]] = {}  # item size -> (stored size, its folder in the store)
         for index, item in enumerate(self.items):
             try:
                 checked_source_url(item.source_url)
                 extension = checked_extension(item.extension)
-                stored_size = stored_size_name(
-                    checked_size(source, item.size), self.settings.resize_shorter_side, self.settings.jpeg_quality
-                )
+                stored_size, folder = self._folder_for(item.size, folders)
+                # Safe as one path part: the photo id and the extension are checked against strict patterns.
                 name = f"{checked_photo_id(item.photo_id)}.{extension}"
-                path = self.store.path_for(source, stored_size, item.photo_id, extension)
-                quarantine_path = self.store.quarantine_path_for(source, stored_size, item.photo_id, extension)
             except InvalidItemError as error:
                 self._finish(index, ItemResult(item, Outcome.INVALID, reason=str(error)))
                 continue
+            path = f"{folder}/{name}"
             if path in first_by_path:
                 duplicates.append((index, first_by_path[path]))
                 continue
             first_by_path[path] = index
-            tasks.append(_Task(index, item, stored_size, name, extension, path, quarantine_path))
+            tasks.append(_Task(index, item, stored_size, name, extension, path))
         return tasks, duplicates
+
+    def _folder_for(self, size: object, folders: dict[str, tuple[str, str]]) -> tuple[str, str]:
+        """The stored size and folder of an item size, checked once per run rather than once per item."""
+        if isinstance(size, str) and size in folders:
+            return folders[size]
+        settings = self.settings
+        checked = checked_size(settings.source, size)
+        stored_size = stored_size_name(checked, settings.resize_shorter_side, settings.jpeg_quality)
+        folders[checked] = stored_size, self.store.folder_for(settings.source, stored_size)
+        return folders[checked]
+
+    def _look_in_local_store(self, tasks: list[_Task]) -> list[_Task]:
+        """Note the size of each file already in a local store, and return the tasks without one
+        first: their requests are then in flight while the others are checked against the journal.
+
+        One stat per task, all before the downloads start, when no decode thread competes for the
+        GIL; none at all in a folder that does not exist yet (a first download)."""
+        missing: list[_Task] = []
+        present: list[_Task] = []
+        folder_exists: dict[str, bool] = {}
+        for task in tasks:
+            exists = folder_exists.get(task.stored_size)
+            if exists is None:
+                folder = self.store.folder_for(self.settings.source, task.stored_size)
+                exists = folder_exists[task.stored_size] = os.path.isdir(folder)
+            if exists:
+                try:
+                    task.stored_bytes = os.stat(task.path).st_size
+                except FileNotFoundError:
+                    pass
+                except OSError as error:
+                    reason = f"cannot check the store at {task.path}: {error}"
+                    self._finish(task.index, ItemResult(task.item, Outcome.FAILED, reason=reason))
+                    continue
+            (missing if task.stored_bytes is None else present).append(task)
+        return missing + present
 
     async def _load_journals(self, stored_sizes: set[str]) -> None:
         for stored_size in sorted(stored_sizes):
             path = self.store.journal_path(self.settings.source, stored_size, self.settings.journal)
             journal = Journal(self.store.fs, path)
-            self.journals[stored_size] = await self._in(self.store_pool, journal.load)
+            self.journals[stored_size] = await self.store_pool.run(journal.load)
 
     async def _work(self, pending: Iterable[_Task]) -> None:
         for task in pending:  # one iterator shared by all workers: each task is taken once
@@ -351,10 +398,12 @@ class _Run:
     async def _download(self, task: _Task) -> ItemResult:
         item = task.item
         journal = self.journals[task.stored_size]
-        try:
-            stored_bytes = await self._stored_bytes(task.path)
-        except OSError as error:
-            return ItemResult(item, Outcome.FAILED, reason=f"cannot check the store at {task.path}: {error}")
+        stored_bytes = task.stored_bytes
+        if not self.store.is_local:
+            try:
+                stored_bytes = await self.store_pool.run(_remote_size, self.store.fs, task.path)
+            except OSError as error:
+                return ItemResult(item, Outcome.FAILED, reason=f"cannot check the store at {task.path}: {error}")
         known = journal.get(task.name)
         if stored_bytes is not None:
             if known is not None and known.bytes == stored_bytes:
@@ -385,24 +434,15 @@ class _Run:
         journal.add(record)
         return _stored_result(item, Outcome.FETCHED, task.path, record, fetched.attempts, len(fetched.data))
 
-    async def _stored_bytes(self, path: str) -> int | None:
-        """The size of the stored file, or None if there is none."""
-        if self.store.is_local:
-            try:  # a stat is cheaper inline than a hop to a thread
-                return os.stat(path).st_size
-            except FileNotFoundError:
-                return None
-        return await self._in(self.store_pool, _remote_size, self.store.fs, path)
-
     async def _verify_stored(self, task: _Task) -> ItemResult | None:
         """Skip a file already in the store if it verifies; quarantine it (and return None) if not."""
         try:
-            data = await self._in(self.store_pool, self.store.fs.cat_file, task.path)
-            verified = await self._in(self.cpu_pool, self._verify, task, data, False)
+            data = await self.store_pool.run(self.store.fs.cat_file, task.path)
+            verified = await self.cpu_pool.run(self._verify, task, data, False)
         except ImageRejected as rejected:
             self.journals[task.stored_size].discard(task.name)
             try:
-                await self._in(self.store_pool, self._write_quarantine, task, None, rejected)
+                await self.store_pool.run(self._write_quarantine, task, None, rejected)
             except OSError:
                 pass  # the bad file could not be moved aside; the fresh download replaces it
             return None
@@ -414,9 +454,9 @@ class _Run:
 
     async def _store(self, task: _Task, data: bytes) -> StoredImage:
         if self.store.is_local:  # one hop: verify and write on the same worker thread
-            return await self._in(self.cpu_pool, self._verify_and_write, task, data)
-        verified = await self._in(self.cpu_pool, self._verify, task, data, True)
-        return await self._in(self.store_pool, self._write, task, verified)
+            return await self.cpu_pool.run(self._verify_and_write, task, data)
+        verified = await self.cpu_pool.run(self._verify, task, data, True)
+        return await self.store_pool.run(self._write, task, verified)
 
     def _verify(self, task: _Task, data: bytes, resize: bool) -> VerifiedImage:
         settings = self.settings
@@ -433,28 +473,33 @@ class _Run:
         return self._write(task, self._verify(task, data, True))
 
     def _write(self, task: _Task, verified: VerifiedImage) -> StoredImage:
-        atomic_write_bytes(self.store.fs, task.path, verified.data)
+        self.write_bytes(task.path, verified.data)
         return _stored_image(task, verified)
 
     async def _quarantine(self, task: _Task, data: bytes, rejected: ImageRejected, attempts: int) -> ItemResult:
+        quarantine_path = self._quarantine_path(task)
         try:
-            await self._in(self.store_pool, self._write_quarantine, task, data, rejected)
+            await self.store_pool.run(self._write_quarantine, task, data, rejected)
         except OSError as error:
             return ItemResult(task.item, Outcome.FAILED, attempts=attempts, bytes_downloaded=len(data),
-                              reason=f"{rejected.reason}; and cannot write quarantine {task.quarantine_path}: {error}")
+                              reason=f"{rejected.reason}; and cannot write quarantine {quarantine_path}: {error}")
         return ItemResult(
-            task.item, Outcome.QUARANTINED, path=task.quarantine_path, bytes_downloaded=len(data),
+            task.item, Outcome.QUARANTINED, path=quarantine_path, bytes_downloaded=len(data),
             attempts=attempts, reason=rejected.reason, rejection=rejected.kind,
         )
+
+    def _quarantine_path(self, task: _Task) -> str:
+        return self.store.quarantine_path_for(self.settings.source, task.stored_size, task.item.photo_id, task.extension)
 
     def _write_quarantine(self, task: _Task, data: bytes | None, rejected: ImageRejected) -> None:
         """Keep the rejected bytes (``data``, or the stored file when None) with a reason beside them."""
         fs = self.store.fs
+        quarantine_path = self._quarantine_path(task)
         if data is None:
-            fs.makedirs(task.quarantine_path.rsplit("/", 1)[0], exist_ok=True)
-            fs.mv(task.path, task.quarantine_path)
+            fs.makedirs(quarantine_path.rsplit("/", 1)[0], exist_ok=True)
+            fs.mv(task.path, quarantine_path)
         else:
-            atomic_write_bytes(fs, task.quarantine_path, data)
+            self.write_bytes(quarantine_path, data)
         reason = {
             "photo_id": task.item.photo_id,
             "source_url": task.item.source_url,
@@ -462,7 +507,7 @@ class _Run:
             "reason": rejected.reason,
             "quarantined_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        atomic_write_bytes(fs, f"{task.quarantine_path}.reason.json", json.dumps(reason, indent=2).encode())
+        self.write_bytes(f"{quarantine_path}.reason.json", json.dumps(reason, indent=2).encode())
 
     async def _checkpoint_periodically(self) -> None:
         while True:
@@ -473,7 +518,7 @@ class _Run:
         for journal in self.journals.values():
             content = journal.snapshot()
             if content is not None:
-                await self._in(self.store_pool, journal.write, content)
+                await self.store_pool.run(journal.write, content)
 
     def _finish(self, index: int, result: ItemResult) -> None:
         self.results[index] = result
@@ -490,10 +535,6 @@ class _Run:
             self.progress(
                 DownloadProgress(self.done, len(self.items), dict(self.counts), self.bytes_downloaded, now - self.started)
             )
-
-    @staticmethod
-    async def _in(pool: Executor, function: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(pool, function, *args)
 
 
 def _stored_image(task: _Task, verified: VerifiedImage) -> StoredImage:
@@ -555,5 +596,16 @@ def _run_in_new_loop(make_coroutine: Callable[[], Any]) -> Any:
     async def main() -> None:
         outcome.append(await make_coroutine())
 
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=_new_event_loop) as runner:
+        runner.run(main())
     return outcome[0]
+
+
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where it is installed (Linux, macOS): the engine runs a few dozen loop callbacks,
+    futures and socket reads per image, and uvloop's cost a fraction of asyncio's pure-Python ones."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()

@@ -97,6 +97,9 @@ class Fetcher:
         self.retries = 0
         self.limiters: dict[str, AdaptiveRateLimiter] = {}
         self._concurrency = concurrency
+        #: Requests in flight. Only the request holds a slot: not the backoff before a retry, and not
+        #: the decoding after it, so the network stays busy while the CPUs decode.
+        self._slots = asyncio.Semaphore(concurrency)
         self._session: aiohttp.ClientSession | None = None
         self._io_pool: ThreadPoolExecutor | None = None
 
@@ -136,9 +139,10 @@ class Fetcher:
         retries = throttles = 0
         while True:
             attempts = retries + throttles + 1
-            await limiter.acquire()
             try:
-                fetched = await fetch_once(url)
+                async with self._slots:
+                    await limiter.acquire()  # with the slot taken: the limiter sees when requests really start
+                    fetched = await fetch_once(url)
             except _Throttled as throttled:
                 throttles += 1
                 if throttles > self.retry.max_throttled_retries:

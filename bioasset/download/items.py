@@ -136,6 +136,10 @@ class ImageStore:
         """The path of one stored image; InvalidItemError if any part is unsafe."""
         return self._inside(source, size, _file_name(photo_id, extension))
 
+    def folder_for(self, source: str, size: str) -> str:
+        """The folder of one source and size: ``path_for`` is this plus ``/{photo_id}.{ext}``."""
+        return self._inside(source, size, "")
+
     def quarantine_path_for(self, source: str, size: str, photo_id: int | str, extension: str) -> str:
         """Where rejected bytes of one image go, beside a ``.reason.json`` that says why."""
         return self._inside(source, size, _file_name(photo_id, extension), under=QUARANTINE_DIR)

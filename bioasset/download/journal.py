@@ -10,7 +10,7 @@ each other's journal and their next reruns verify from disk instead of trusting 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import fsspec
 
@@ -29,7 +29,13 @@ class StoredImage:
     format: str
 
 
-_FIELD_NAMES = tuple(field.name for field in fields(StoredImage))
+def _line(record: StoredImage) -> str:
+    """The record as one line of compact JSON (as ``json.dumps`` of its fields would write it),
+    formatted directly at under half the cost: the engine writes one per image."""
+    return (
+        f'{{"name":{json.dumps(record.name)},"sha256":{json.dumps(record.sha256)},"width":{record.width:d},'
+        f'"height":{record.height:d},"bytes":{record.bytes:d},"format":{json.dumps(record.format)}}}'
+    )
 
 
 class Journal:
@@ -46,12 +52,24 @@ class Journal:
             text = self.fs.cat_file(self.path).decode("utf-8", errors="replace")
         except FileNotFoundError:
             return self
-        for line in text.splitlines():
+        lines = text.splitlines()
+        try:  # one parse for the whole file (a rerun of a big partition reads thousands of lines)
+            rows = json.loads(f"[{','.join(lines)}]")
+        except ValueError:
+            rows = None
+        if rows is None or len(rows) != len(lines):  # a line cut or edited by hand: parse line by line
+            rows = []
+            for line in lines:
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    rows.append(None)
+        for line, row in zip(lines, rows):
             try:
-                record = StoredImage(**json.loads(line))
-            except (ValueError, TypeError):
+                record = StoredImage(**row)
+                self._records[record.name] = record
+            except TypeError:  # not an object, not a StoredImage's fields, or an unhashable name
                 continue
-            self._records[record.name] = record
             self._lines[record.name] = line
         return self
 
@@ -60,9 +78,7 @@ class Journal:
 
     def add(self, record: StoredImage) -> None:
         self._records[record.name] = record
-        self._lines[record.name] = json.dumps(
-            {name: getattr(record, name) for name in _FIELD_NAMES}, separators=(",", ":")
-        )
+        self._lines[record.name] = _line(record)
         self._dirty = True
 
     def discard(self, name: str) -> None:
