@@ -7,9 +7,12 @@
 - per class: support, sensitivity (recall), specificity, fall-out and precision;
 - the confusion matrix (PNG and CSV);
 - a confidence-threshold sweep: accuracy, kappa and coverage of the predictions at or above
-  each threshold (PNG and CSV), and the lowest threshold whose accepted predictions reach
-  ``target_precision``. That threshold belongs in ``BundleMeta.threshold`` (``write_threshold``):
-  predictions below it abstain ("not sure", :data:`ABSTAIN`);
+  each threshold (PNG and CSV), and the abstention threshold (:class:`AbstentionThreshold`): the
+  lowest confidence whose accepted predictions reach ``target_precision`` on the split that chose
+  it, with coverage and accuracy at that threshold on the split evaluated. It belongs in
+  ``BundleMeta.threshold`` (``write_threshold``): predictions below it abstain ("not sure",
+  :data:`ABSTAIN`). Choose it on the val split (``threshold_split``) and pass it to the test
+  evaluation, so that the test numbers at the threshold are out of sample;
 - hierarchical accuracy: at every rank above the label rank, the share of predictions whose
   taxon at that rank is right (a wrong species of the right genus still counts for genus);
 - expected calibration error with a reliability diagram (PNG and CSV).
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import os
 import time
@@ -48,8 +52,35 @@ from bioasset.training.loop import predict_logits, resolve_runtime
 ABSTAIN = -1
 CALIBRATION_BINS = 15
 SWEEP_THRESHOLDS = np.round(np.linspace(0.0, 1.0, 101), 2)
+#: The abstention threshold is chosen on this split: held out from training, and not the test
+#: split it is reported on. ``THRESHOLD_FALLBACK_SPLIT`` is used when it is too small.
+THRESHOLD_SPLIT = "val"
+THRESHOLD_FALLBACK_SPLIT = "test"
+#: Fewer usable rows than this of any class in ``THRESHOLD_SPLIT`` make it too small to choose on.
+MIN_THRESHOLD_ROWS_PER_CLASS = 1
 
 _LOCAL_FS = fsspec.filesystem("file")
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AbstentionThreshold:
+    """Predictions whose top-1 probability is below ``value`` abstain ("not sure").
+
+    ``value`` is the lowest confidence whose accepted predictions on ``split`` reach
+    ``target_precision``; None when no confidence does, and then nothing abstains (as
+    ``BundleMeta.threshold = None`` means).
+    """
+
+    value: float | None
+    split: str  # the split whose predictions chose it
+    target_precision: float
+
+    @classmethod
+    def choose(cls, y_true: np.ndarray, probabilities: np.ndarray, target_precision: float, *, split: str) -> "AbstentionThreshold":
+        if not 0.0 < target_precision <= 1.0:
+            raise ValueError(f"target_precision={target_precision}: must be in (0, 1]. Fix: pass e.g. 0.95")
+        return cls(choose_threshold(y_true, probabilities, target_precision), split, target_precision)
 
 
 @dataclass
@@ -57,7 +88,7 @@ class Evaluation:
     metrics: dict[str, Any]  # flat numbers (None where undefined), also in metrics.json
     per_class: pd.DataFrame  # one row per class, also per_class.csv
     artifacts: dict[str, Path]  # file name -> path in out_dir
-    threshold: float | None  # lowest confidence reaching target_precision; None if none does
+    threshold: AbstentionThreshold  # chosen on this split, or given (chosen on another)
     threshold_sweep: pd.DataFrame
 
 
@@ -68,6 +99,7 @@ def evaluate_classifier(
     *,
     split: str = "test",
     target_precision: float = 0.95,
+    threshold: AbstentionThreshold | None = None,
     out_dir: str | os.PathLike,
     batch_size: int = 64,
     num_workers: int = 0,
@@ -75,6 +107,9 @@ def evaluate_classifier(
     storage_options: dict[str, Any] | None = None,
 ) -> Evaluation:
     """Run the bundle over ``split`` of ``manifest`` and evaluate its predictions.
+
+    ``threshold``: an abstention threshold chosen on another split (val), applied here; without
+    it one is chosen on ``split`` for ``target_precision``.
 
     Rows whose label the bundle does not know (a class added after training) cannot be scored;
     they are counted in ``rows_unknown_label`` and left out, as are the manifest's unusable rows
@@ -99,7 +134,6 @@ def evaluate_classifier(
     seconds = time.perf_counter() - started
     training = meta.extra.get("training", {})
     context = {
-        "split": split,
         "rows_unknown_label": int((~known).sum()),
         "rows_rejected": len(prepared.rejected),
         "eval_images_per_s": len(targets) / seconds if seconds else None,
@@ -107,8 +141,8 @@ def evaluate_classifier(
         "mean_epoch_seconds": training.get("mean_epoch_seconds"),
     }
     probabilities = torch.softmax(logits, dim=1).numpy()
-    return evaluate_predictions(targets.numpy(), probabilities, meta.labels, label_rank=meta.label_rank,
-                                target_precision=target_precision, out_dir=out_dir, context=context)
+    return evaluate_predictions(targets.numpy(), probabilities, meta.labels, label_rank=meta.label_rank, split=split,
+                                target_precision=target_precision, threshold=threshold, out_dir=out_dir, context=context)
 
 
 def evaluate_predictions(
@@ -117,25 +151,28 @@ def evaluate_predictions(
     labels: Sequence[ClassLabel],
     *,
     label_rank: str,
+    split: str = "test",
     target_precision: float = 0.95,
+    threshold: AbstentionThreshold | None = None,
     out_dir: str | os.PathLike,
     context: dict[str, Any] | None = None,
 ) -> Evaluation:
-    """Every metric, table and plot for class probabilities (n, K) against true indices (n,)."""
-    if not 0.0 < target_precision <= 1.0:
-        raise ValueError(f"target_precision={target_precision}: must be in (0, 1]. Fix: pass e.g. 0.95")
+    """Every metric, table and plot for class probabilities (n, K) of rows of ``split`` against
+    their true indices (n,). ``threshold``: as in :func:`evaluate_classifier`."""
     y_true = np.asarray(y_true, dtype=np.int64)
     probabilities = np.asarray(probabilities, dtype=np.float64)
+    if threshold is None:
+        threshold = AbstentionThreshold.choose(y_true, probabilities, target_precision, split=split)
     num_classes = len(labels)
     y_pred = probabilities.argmax(axis=1)
-    confidence = probabilities.max(axis=1)
-    threshold = choose_threshold(y_true, probabilities, target_precision)
     sweep = threshold_sweep(y_true, probabilities)
     ece, calibration = expected_calibration_error(y_true, probabilities)
     per_class = per_class_table(y_true, y_pred, labels)
-    accepted = confidence >= threshold if threshold is not None else np.zeros(len(y_true), dtype=bool)
+    # What the bundle will do with this threshold: a None threshold abstains on nothing.
+    accepted = apply_threshold(probabilities, threshold.value) != ABSTAIN
     metrics: dict[str, Any] = {
         **(context or {}),
+        "split": split,
         "images": len(y_true),
         "classes": num_classes,
         "top1_accuracy": top_k_accuracy(y_true, probabilities, 1),
@@ -143,9 +180,10 @@ def evaluate_predictions(
         "mean_per_class_accuracy": mean_per_class_accuracy(y_true, y_pred, num_classes),
         "cohen_kappa": cohen_kappa(y_true, y_pred, num_classes),
         "expected_calibration_error": ece,
-        "target_precision": target_precision,
-        "threshold": threshold,
-        "coverage_at_threshold": float(accepted.mean()) if threshold is not None else 0.0,
+        "target_precision": threshold.target_precision,
+        "threshold": threshold.value,
+        "threshold_split": threshold.split,
+        "coverage_at_threshold": float(accepted.mean()),
         "accuracy_at_threshold": _mean_or_none(y_pred[accepted] == y_true[accepted]),
         "kappa_at_threshold": cohen_kappa(y_true[accepted], y_pred[accepted], num_classes) if accepted.any() else None,
         **{f"{rank}_accuracy": value for rank, value in hierarchical_accuracy(y_true, y_pred, labels, label_rank).items()},
@@ -158,7 +196,7 @@ def evaluate_predictions(
         "confusion_matrix.csv": _write_csv(matrix, out / "confusion_matrix.csv"),
         "confusion_matrix.png": _write_figure(_confusion_figure(matrix), out / "confusion_matrix.png"),
         "threshold_sweep.csv": _write_csv(sweep, out / "threshold_sweep.csv", index=False),
-        "threshold_sweep.png": _write_figure(_sweep_figure(sweep, threshold, target_precision), out / "threshold_sweep.png"),
+        "threshold_sweep.png": _write_figure(_sweep_figure(sweep, threshold, split), out / "threshold_sweep.png"),
         "calibration.csv": _write_csv(calibration, out / "calibration.csv", index=False),
         "reliability_diagram.png": _write_figure(_reliability_figure(calibration, ece), out / "reliability_diagram.png"),
         "per_class.csv": _write_csv(per_class, out / "per_class.csv", index=False),
@@ -297,6 +335,30 @@ def choose_threshold(y_true: np.ndarray, probabilities: np.ndarray, target_preci
     return None if reaching.size == 0 else float(confidence[reaching[-1]])
 
 
+def threshold_split(manifest: pd.DataFrame, labels: Sequence[ClassLabel]) -> tuple[str, str]:
+    """(split, note): the split to choose the abstention threshold on, for a bundle with ``labels``.
+
+    :data:`THRESHOLD_SPLIT` (val) when it holds at least :data:`MIN_THRESHOLD_ROWS_PER_CLASS`
+    usable rows of every class; otherwise :data:`THRESHOLD_FALLBACK_SPLIT` (test), with a note
+    saying which classes were short, since a threshold chosen on test makes the test numbers at
+    the threshold in-sample. The note is empty when val is used.
+    """
+    rows = prepare_manifest(manifest).split(THRESHOLD_SPLIT)
+    counts = np.bincount(class_indices(rows, labels) + 1, minlength=len(labels) + 1)[1:]  # +1: unknown labels (-1) go to bin 0
+    short = [label for label, count in zip(labels, counts) if count < MIN_THRESHOLD_ROWS_PER_CLASS]
+    if not short:
+        return THRESHOLD_SPLIT, ""
+    names = ", ".join(label.label_name for label in short[:5]) + (f" and {len(short) - 5} more" if len(short) > 5 else "")
+    note = (
+        f"the {THRESHOLD_SPLIT} split has fewer than {MIN_THRESHOLD_ROWS_PER_CLASS} usable rows of {len(short)} of the "
+        f"{len(labels)} classes ({names}), so the threshold was chosen on the {THRESHOLD_FALLBACK_SPLIT} split and the "
+        f"{THRESHOLD_FALLBACK_SPLIT} coverage and accuracy at the threshold are in-sample. "
+        f"Fix: give the dataset spec a larger {THRESHOLD_SPLIT} ratio, or more photos per class"
+    )
+    logger.warning("Abstention threshold: %s", note)
+    return THRESHOLD_FALLBACK_SPLIT, note
+
+
 def apply_threshold(probabilities: np.ndarray, threshold: float | None) -> np.ndarray:
     """Predicted class index per row, :data:`ABSTAIN` where the top-1 probability is below ``threshold``."""
     predicted = probabilities.argmax(axis=1)
@@ -372,17 +434,17 @@ def _confusion_figure(matrix: pd.DataFrame) -> Figure:
     return figure
 
 
-def _sweep_figure(sweep: pd.DataFrame, threshold: float | None, target_precision: float) -> Figure:
+def _sweep_figure(sweep: pd.DataFrame, threshold: AbstentionThreshold, split: str) -> Figure:
     figure = Figure(figsize=(7, 4.5))
     axes = figure.add_subplot()
     for column in ("accuracy", "kappa", "coverage"):
         axes.plot(sweep["threshold"], sweep[column], label=column)
-    axes.axhline(target_precision, color="grey", linestyle=":", label=f"target precision {target_precision:g}")
-    if threshold is not None:
-        axes.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3f}")
+    axes.axhline(threshold.target_precision, color="grey", linestyle=":", label=f"target precision {threshold.target_precision:g}")
+    if threshold.value is not None:
+        axes.axvline(threshold.value, color="black", linestyle="--", label=f"threshold {threshold.value:.3f} (chosen on {threshold.split})")
     axes.set_xlabel("confidence threshold (top-1 probability)")
     axes.set_ylim(-0.05, 1.05)
-    axes.set_title("Accepted predictions by confidence threshold")
+    axes.set_title(f"Accepted predictions by confidence threshold ({split} split)")
     axes.legend(loc="lower left")
     return figure
 

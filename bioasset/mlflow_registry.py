@@ -4,6 +4,10 @@
 - A training run logs its params, per-epoch metrics (``step`` = epoch), the test metrics
   (``test_*``), the dataset version as a run input, the evaluation plots and tables, and the
   model as a pyfunc (:mod:`bioasset.pyfunc_model`) that carries the classifier bundle.
+- The abstention threshold stored in the model is chosen on the val split and reported on the
+  test split (``test_threshold``, ``test_coverage_at_threshold``, ``test_accuracy_at_threshold``);
+  the ``threshold_split`` tag says which split chose it (``test`` only when val is too small,
+  with the reason in ``threshold_split_note``), and ``val_*_at_threshold`` are its numbers there.
 - Each run registers a new version of ``bioasset-{dataset}``, tagged with the dataset version,
   the snapshot, the architecture and the caller's tags (the Dagster run id and partition), and
   moves the ``challenger`` alias to it.
@@ -54,7 +58,11 @@ TAG_SNAPSHOT = "snapshot"
 TAG_ARCHITECTURE = "architecture"
 TAG_DAGSTER_RUN_ID = "dagster_run_id"
 TAG_DAGSTER_PARTITION = "dagster_partition"
+TAG_THRESHOLD_SPLIT = "threshold_split"
+TAG_THRESHOLD_SPLIT_NOTE = "threshold_split_note"
 PROMOTION_TAG_PREFIX = "promotion."
+#: The abstention threshold's numbers on the split that chose it, logged as ``{split}_{metric}``.
+THRESHOLD_METRICS = ("coverage_at_threshold", "accuracy_at_threshold", "kappa_at_threshold")
 
 #: MLflow stores a dataset digest in 36 characters; longer version ids are cut (the full id is in the name).
 MLFLOW_DIGEST_MAX = 36
@@ -120,6 +128,8 @@ class TrainingRun:
     test_metrics: Mapping[str, Any]  # evaluation on the test split; must hold PRIMARY_METRIC (and TIE_BREAK_METRIC) for promotion
     artifacts: Sequence[Path] = ()  # confusion matrix, threshold curve, per-class table …
     tags: Mapping[str, str] = field(default_factory=dict)
+    metrics: Mapping[str, Any] = field(default_factory=dict)  # other final numbers, logged under their own names
+    split_artifacts: Mapping[str, Sequence[Path]] = field(default_factory=dict)  # other splits' evaluation files, under evaluation/{split}/
 
 
 @dataclass(frozen=True)
@@ -302,13 +312,16 @@ class MlflowRegistry:
                 mlflow.log_params({key: str(value) for key, value in run.params.items()})
                 for step, numbers in _epoch_steps(run.epoch_metrics):
                     mlflow.log_metrics(numbers, step=step)
-                mlflow.log_metrics(numeric_metrics(run.test_metrics, prefix=TEST_METRIC_PREFIX))
+                mlflow.log_metrics(numeric_metrics(run.test_metrics, prefix=TEST_METRIC_PREFIX) | numeric_metrics(run.metrics))
                 source = mlflow.data.from_pandas(
                     run.manifest, source=dataset.source, name=dataset.label, digest=dataset.version[:MLFLOW_DIGEST_MAX]
                 )
                 mlflow.log_input(source, context="training", tags={TAG_DATASET_VERSION: dataset.version, TAG_SNAPSHOT: dataset.snapshot})
                 for path in run.artifacts:
                     mlflow.log_artifact(str(path), artifact_path=EVALUATION_ARTIFACT_DIR)
+                for split, paths in run.split_artifacts.items():
+                    for path in paths:
+                        mlflow.log_artifact(str(path), artifact_path=f"{EVALUATION_ARTIFACT_DIR}/{split}")
                 info = mlflow.pyfunc.log_model(
                     name=MODEL_NAME,
                     python_model=ClassifierPyfunc(),
@@ -473,7 +486,8 @@ class ClassifierRun:
 
     registered: RegisteredClassifier
     training: Any  # bioasset.training.TrainingResult
-    evaluation: Any  # bioasset.metrics.Evaluation
+    evaluation: Any  # bioasset.metrics.Evaluation on the test split; .threshold is the one stored in the model
+    threshold_evaluation: Any  # bioasset.metrics.Evaluation on the split that chose the threshold; None when that was test
     init: str  # where the starting weights came from
     artifact_uri: str  # the run's artifact root; evaluation files are under EVALUATION_ARTIFACT_DIR
     plots: dict[str, bytes]  # evaluation PNGs by file name (their files are gone with the work folder)
@@ -509,17 +523,21 @@ def train_and_register(
     progress: Callable[[Any], None] | None = None,
     storage_options: Mapping[str, Any] | None = None,
 ) -> ClassifierRun:
-    """Train on ``dataset``, evaluate on its test split, store the abstention threshold in the
-    bundle, log the run and register the model as the new ``challenger``.
+    """Train on ``dataset``, choose the abstention threshold on its val split, evaluate on its test
+    split at that threshold, store the threshold in the bundle, log the run and register the
+    model as the new ``challenger``. When val is too small to choose on (see
+    :func:`bioasset.metrics.threshold_split`) the test split chooses, and the run's
+    ``threshold_split`` / ``threshold_split_note`` tags say so.
 
     ``work_dir`` holds the checkpoints: a failed run started again with the same ``work_dir``
     resumes. It is removed once the model is registered (MLflow keeps the bundle).
     """
     import dataclasses
+    import functools
     import shutil
     import time
 
-    from bioasset.metrics import evaluate_classifier, write_threshold
+    from bioasset.metrics import evaluate_classifier, threshold_split, write_threshold
     from bioasset.training import train_classifier
 
     started = time.perf_counter()
@@ -543,17 +561,23 @@ def train_and_register(
         dataset_info={"name": dataset.name, "version": dataset.version, "snapshot": dataset.snapshot, "source": dataset.source},
         storage_options=options,
     )
-    evaluation = evaluate_classifier(
-        training.bundle_dir,
-        manifest,
-        image_store_url,
-        split="test",
-        target_precision=target_precision,
-        out_dir=work / "evaluation",
-        device=config.device,
-        storage_options=options,
+    evaluate = functools.partial(
+        evaluate_classifier, training.bundle_dir, manifest, image_store_url,
+        target_precision=target_precision, device=config.device, storage_options=options,
+    )  # fmt: skip
+    # The threshold is chosen on val and only applied on test, so the test numbers at it are out of sample.
+    chosen_on, note = threshold_split(manifest, load_bundle_meta(training.bundle_dir).labels)
+    threshold_evaluation = evaluate(split=chosen_on, out_dir=work / f"evaluation-{chosen_on}") if chosen_on != "test" else None
+    evaluation = evaluate(
+        split="test", threshold=threshold_evaluation.threshold if threshold_evaluation else None, out_dir=work / "evaluation"
     )
-    write_threshold(training.bundle_dir, evaluation.threshold)
+    write_threshold(training.bundle_dir, evaluation.threshold.value)
+    threshold_tags = {TAG_THRESHOLD_SPLIT: chosen_on, **({TAG_THRESHOLD_SPLIT_NOTE: note} if note else {})}
+    threshold_numbers: dict[str, Any] = {}
+    split_artifacts: dict[str, list[Path]] = {}
+    if threshold_evaluation is not None:
+        threshold_numbers = {f"{chosen_on}_{name}": threshold_evaluation.metrics[name] for name in THRESHOLD_METRICS}
+        split_artifacts = {chosen_on: [threshold_evaluation.artifacts[name] for name in ("threshold_sweep.csv", "threshold_sweep.png")]}
     registered = registry.log_training_run(
         TrainingRun(
             dataset=dataset,
@@ -564,12 +588,15 @@ def train_and_register(
             epoch_metrics=training.history,
             test_metrics=evaluation.metrics,
             artifacts=list(evaluation.artifacts.values()),
+            tags=threshold_tags,
+            metrics=threshold_numbers,
+            split_artifacts=split_artifacts,
         )
     )
     artifact_uri = registry.client.get_run(registered.run_id).info.artifact_uri
     plots = {name: path.read_bytes() for name, path in evaluation.artifacts.items() if name.endswith(".png")}
     shutil.rmtree(work, ignore_errors=True)
-    return ClassifierRun(registered, training, evaluation, init, artifact_uri, plots, time.perf_counter() - started)
+    return ClassifierRun(registered, training, evaluation, threshold_evaluation, init, artifact_uri, plots, time.perf_counter() - started)
 
 
 def scores_on_split(metrics: Mapping[str, Any]) -> Scores:

@@ -15,6 +15,7 @@ from torchvision import models as tv_models
 from bioasset.classifier_bundle import BundleMeta, ClassLabel, load_bundle, load_bundle_meta, save_bundle
 from bioasset.metrics import (
     ABSTAIN,
+    AbstentionThreshold,
     apply_threshold,
     choose_threshold,
     cohen_kappa,
@@ -25,6 +26,7 @@ from bioasset.metrics import (
     hierarchical_accuracy,
     mean_per_class_accuracy,
     per_class_table,
+    threshold_split,
     threshold_sweep,
     top_k_accuracy,
     write_threshold,
@@ -121,8 +123,9 @@ def test_threshold_is_the_lowest_confidence_reaching_the_target_precision():
 
 def test_evaluate_predictions_writes_decodable_plots_and_tables(tmp_path):
     evaluation = evaluate_predictions(Y_TRUE, PROBABILITIES, LABELS, label_rank="species", target_precision=0.95, out_dir=tmp_path)
-    assert evaluation.threshold == 0.85
+    assert evaluation.threshold == AbstentionThreshold(0.85, "test", 0.95)  # no threshold given: chosen on these rows
     metrics = evaluation.metrics
+    assert metrics["split"] == "test" and metrics["threshold_split"] == "test"
     assert metrics["top1_accuracy"] == 0.5 and metrics["cohen_kappa"] == pytest.approx(0.25)
     assert metrics["coverage_at_threshold"] == 0.5 and metrics["accuracy_at_threshold"] == 1.0
     assert metrics["genus_accuracy"] == pytest.approx(4 / 6) and metrics["phylum_accuracy"] is None
@@ -140,6 +143,52 @@ def test_evaluate_predictions_writes_decodable_plots_and_tables(tmp_path):
     matrix = pd.read_csv(tmp_path / "confusion_matrix.csv", index_col=0)
     assert matrix.loc["Aus cus", "Dus eus"] == 1 and matrix.to_numpy().sum() == 6
     assert json.loads((tmp_path / "metrics.json").read_text())["threshold"] == 0.85
+
+
+#: Test-split predictions for a threshold of 0.85 chosen on other rows: 0.88 is a confident mistake.
+TEST_TRUE = np.array([0, 1, 2, 2])
+TEST_PROBABILITIES = np.array([
+    [0.90, 0.05, 0.05],  # right, 0.90
+    [0.88, 0.10, 0.02],  # wrong, 0.88
+    [0.10, 0.10, 0.80],  # right, 0.80: below 0.85
+    [0.00, 0.05, 0.95],  # right, 0.95
+])
+
+
+def test_a_threshold_chosen_on_val_is_applied_on_test_not_chosen_again(tmp_path):
+    chosen = AbstentionThreshold.choose(Y_TRUE, PROBABILITIES, 0.95, split="val")
+    assert chosen == AbstentionThreshold(0.85, "val", 0.95)
+    evaluation = evaluate_predictions(TEST_TRUE, TEST_PROBABILITIES, LABELS, label_rank="species", threshold=chosen, out_dir=tmp_path)
+    assert evaluation.threshold == chosen
+    metrics = evaluation.metrics
+    assert (metrics["split"], metrics["threshold_split"], metrics["threshold"], metrics["target_precision"]) == ("test", "val", 0.85, 0.95)
+    # Out of sample: 0.90, 0.88 and 0.95 are accepted and one of them is wrong. Chosen on these rows,
+    # the threshold would have been 0.90, with a flattering 100% at half the coverage.
+    assert metrics["coverage_at_threshold"] == 0.75 and metrics["accuracy_at_threshold"] == pytest.approx(2 / 3)
+    assert choose_threshold(TEST_TRUE, TEST_PROBABILITIES, 0.95) == 0.90
+
+
+def test_without_a_threshold_nothing_abstains_and_the_numbers_say_so(tmp_path):
+    # No confidence reached the target where it was chosen: the bundle then answers every image.
+    unreachable = AbstentionThreshold(None, "val", 0.99)
+    metrics = evaluate_predictions(TEST_TRUE, TEST_PROBABILITIES, LABELS, label_rank="species", threshold=unreachable, out_dir=tmp_path).metrics
+    assert (apply_threshold(TEST_PROBABILITIES, None) != ABSTAIN).all()
+    assert metrics["threshold"] is None and metrics["coverage_at_threshold"] == 1.0
+    assert metrics["accuracy_at_threshold"] == metrics["top1_accuracy"] == 0.75
+
+
+def test_threshold_split_is_val_unless_a_class_has_no_usable_val_row():
+    rows = [(1, 500, "val"), (2, 501, "val"), (3, 502, "train"), (4, 502, "test"), (5, 777, "val")]  # 777: a class the bundle lacks
+    manifest = pd.DataFrame(
+        [{"photo_id": p, "label_id": label, "label_name": f"taxon {label}", "split": split, "image_path": f"{p}.jpg"} for p, label, split in rows]
+    )
+    split, note = threshold_split(manifest, LABELS)
+    assert split == "test"
+    assert "1 of the 3 classes (Dus eus)" in note and "in-sample" in note and "Fix: " in note
+    unusable = pd.concat([manifest, manifest.head(1).assign(photo_id=6, label_id=502, image_path=None)])  # rejected: no image
+    assert threshold_split(unusable, LABELS)[0] == "test"
+    complete = pd.concat([manifest, manifest.head(1).assign(photo_id=7, label_id=502)])
+    assert threshold_split(complete, LABELS) == ("val", "")
 
 
 def test_display_names_disambiguate_repeated_names():

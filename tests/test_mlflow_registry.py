@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -15,6 +16,9 @@ from bioasset.classifier_bundle import load_bundle_meta
 from bioasset.mlflow_registry import (
     CHALLENGER,
     CHAMPION,
+    TAG_THRESHOLD_SPLIT,
+    TAG_THRESHOLD_SPLIT_NOTE,
+    DatasetVersionRef,
     MlflowRegistry,
     RegisteredClassifier,
     Scores,
@@ -26,8 +30,11 @@ from bioasset.mlflow_registry import (
     registered_model_name,
     scores_on_split,
     tracking_uri,
+    train_and_register,
 )
 from bioasset.pyfunc_model import BundlePredictor, taxon_path_text
+from bioasset.training import TrainingConfig
+from bioasset.training.synthetic import write_shapes_dataset
 
 from classifier_fixtures import SPECIES, class_labels, image_bytes, log_classifier, make_bundle, new_registry
 from classifier_fixtures import torch_on_one_thread  # noqa: F401 (autouse: the module runs torch on one thread)
@@ -224,3 +231,57 @@ def test_predictor_caps_top_k_abstains_below_threshold_and_names_bad_rows(tmp_pa
         from bioasset.pyfunc_model import image_column
 
         image_column(pd.DataFrame({"photo": [b""]}))
+
+
+# -- train_and_register: the abstention threshold is chosen on val and reported on test ----------
+
+#: One epoch of tiny_cnn at 32 px: these tests are about where the threshold comes from, not accuracy.
+ONE_EPOCH = TrainingConfig(architecture="tiny_cnn", epochs=1, batch_size=8, image_size=32, optimizer="adamw",
+                           learning_rate=3e-3, num_workers=0, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
+    """3 classes x 10 images, split 6/2/2 per class."""
+    root = tmp_path_factory.mktemp("shapes")
+    return root, write_shapes_dataset(root, n_classes=3, per_class=10, image_size=32)
+
+
+def train_shapes(registry: MlflowRegistry, dataset: str, manifest: pd.DataFrame, root: Path, work: Path):
+    ref = DatasetVersionRef(dataset, "0123456789ab", "2026-10-27", f"/warehouse/datasets/{dataset}/0123456789ab/manifest.parquet")
+    return train_and_register(registry, ref, manifest, str(root), ONE_EPOCH, work)
+
+
+def test_the_threshold_is_chosen_on_val_and_reported_on_test(registry, shapes, tmp_path):
+    root, manifest = shapes
+    run = train_shapes(registry, "shapes-val", manifest, root, tmp_path / "work")
+    chosen, test = run.threshold_evaluation, run.evaluation
+    assert chosen.metrics["split"] == "val" and chosen.metrics["images"] == 6 and test.metrics["images"] == 6
+    assert chosen.threshold.split == "val" and test.threshold == chosen.threshold  # applied on test, not chosen again
+    assert test.metrics["threshold_split"] == "val" and test.metrics["threshold"] == chosen.threshold.value
+
+    logged = registry.client.get_run(run.registered.run_id).data
+    assert logged.tags[TAG_THRESHOLD_SPLIT] == "val" and TAG_THRESHOLD_SPLIT_NOTE not in logged.tags
+    assert logged.metrics.get("test_threshold") == chosen.threshold.value  # not logged when None
+    for name in ("coverage_at_threshold", "accuracy_at_threshold"):
+        assert logged.metrics.get(f"test_{name}") == test.metrics[name] and logged.metrics.get(f"val_{name}") == chosen.metrics[name]
+    version = registry.model_version(run.registered.registered_model_name, run.registered.version)
+    assert version.tags[TAG_THRESHOLD_SPLIT] == "val"
+    assert sorted(a.path for a in registry.client.list_artifacts(run.registered.run_id, "evaluation/val")) == [
+        "evaluation/val/threshold_sweep.csv", "evaluation/val/threshold_sweep.png",
+    ]
+    assert load_bundle_meta(registry.download_bundle(run.registered.model_uri, tmp_path / "model")).threshold == chosen.threshold.value
+
+
+def test_a_val_split_missing_a_class_falls_back_to_test_and_says_why(registry, shapes, tmp_path, caplog):
+    root, manifest = shapes
+    short = manifest.assign(split=manifest["split"].mask((manifest["label_id"] == 1002) & (manifest["split"] == "val"), "train"))
+    with caplog.at_level(logging.WARNING, logger="bioasset.metrics"):
+        run = train_shapes(registry, "shapes-short-val", short, root, tmp_path / "work")
+    assert run.threshold_evaluation is None and run.evaluation.threshold.split == "test"
+    logged = registry.client.get_run(run.registered.run_id).data
+    assert logged.tags[TAG_THRESHOLD_SPLIT] == "test"
+    note = logged.tags[TAG_THRESHOLD_SPLIT_NOTE]
+    assert "1 of the 3 classes (Genus1 species2)" in note and "in-sample" in note and note in caplog.text
+    assert not any(name.startswith("val_") and name.endswith("_at_threshold") for name in logged.metrics)
+    assert registry.model_version(run.registered.registered_model_name, run.registered.version).tags[TAG_THRESHOLD_SPLIT_NOTE] == note

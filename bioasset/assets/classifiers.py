@@ -169,7 +169,7 @@ def classifier_metadata(run: ClassifierRun) -> dict[str, Any]:
         "init": run.init,
         **{name: metrics.get(name) for name in (
             "top1_accuracy", "top5_accuracy", "cohen_kappa", "mean_per_class_accuracy",
-            "threshold", "coverage_at_threshold", "expected_calibration_error",
+            "threshold", "coverage_at_threshold", "accuracy_at_threshold", "threshold_split", "expected_calibration_error",
         )},
         "test_images": metrics.get("images"),
         "test_rows_unknown_label": metrics.get("rows_unknown_label"),
