@@ -1,7 +1,7 @@
 """Download benchmark: bioasset's download engine against img2dataset, on the same loopback URLs.
 
     .venv/bin/python bench/download.py [--images 3000] [--repeats 3] [--latency-ms 20]
-                                       [--bioasset 16 --bioasset 64/4] [--img2dataset 1x16 --img2dataset 2x16]
+                                       [--bioasset 16 --bioasset 64/4 --bioasset 2x16] [--img2dataset 1x16 --img2dataset 2x16]
                                        [--search]
 
 What one run does:
@@ -49,11 +49,11 @@ DEFAULT_DOCS = REPO / "docs" / "benchmarks.md"
 IMG2DATASET_VENV = WORK / "img2dataset-venv"
 PROJECT_PYTHON = REPO / ".venv" / "bin" / "python"
 N_SPECIES = 15  # the sample bucket's catalogue species
-#: bioasset configurations compared by default, CONCURRENCY[/DECODE_THREADS]: the engine's defaults
-#: (16 requests in flight, one decode thread per usable CPU), and the fastest found on this shared
-#: 2-CPU machine: more requests in flight and two decode threads per CPU, which win a bigger share of
-#: CPUs that other jobs also want (as img2dataset's extra processes do).
-DEFAULT_BIOASSET_CONFIGS = ("16", "64/4")
+#: bioasset configurations compared by default, [PROCESSESx]CONCURRENCY[/DECODE_THREADS]: the engine's
+#: defaults (16 requests in flight, one decode thread per usable CPU); more requests in flight and two
+#: decode threads per CPU, which win a bigger share of CPUs that other jobs also want; and two processes
+#: (two taxa partitions at once, as Dagster runs them), matched to img2dataset's two processes.
+DEFAULT_BIOASSET_CONFIGS = ("16", "64/4", "2x16", "2x32")
 #: img2dataset configurations compared by default, PROCESSESxTHREADS: 1x16 is matched to bioasset's
 #: defaults (one process, 16 requests in flight); 2x16 was the fastest ``--search`` found here.
 DEFAULT_IMG2DATASET_CONFIGS = ("1x16", "2x16")
@@ -262,34 +262,39 @@ class Case:
 
 
 class Bioasset:
-    """bioasset's engine in one process, ``concurrency`` requests in flight."""
+    """bioasset's engine: ``processes`` processes (default 1), each one ``download_images`` call with
+    ``concurrency`` requests in flight over its share of the URLs and its own journal, as Dagster runs
+    that many ``taxon_images`` partitions at once (``dagster.yaml`` allows 2 concurrent runs)."""
 
     def __init__(self, spec: str) -> None:
-        match = re.fullmatch(r"([1-9]\d*)(?:/([1-9]\d*))?", spec)
+        match = re.fullmatch(r"(?:([1-9]\d*)x)?([1-9]\d*)(?:/([1-9]\d*))?", spec)
         if not match:
-            raise SystemExit(f"--bioasset {spec!r}: use CONCURRENCY[/DECODE_THREADS], e.g. 16 or 64/4")
-        self.concurrency = int(match[1])
-        self.decode_threads = int(match[2]) if match[2] else None  # None: the engine's default
-        self.spec = spec.replace("/", "-")
-        self.name = f"bioasset c{self.concurrency}" + (f" d{self.decode_threads}" if self.decode_threads else "")
+            raise SystemExit(f"--bioasset {spec!r}: use [PROCESSESx]CONCURRENCY[/DECODE_THREADS], e.g. 16, 64/4 or 2x16")
+        self.processes = int(match[1]) if match[1] else 1
+        self.concurrency = int(match[2])
+        self.decode_threads = int(match[3]) if match[3] else None  # None: the engine's default
+        self.spec = spec.replace("/", "-").replace("x", "p")  # in tags and folder names, apart from img2dataset's PxT
+        self.name = (f"bioasset {self.processes}x c{self.concurrency}" if self.processes > 1 else f"bioasset c{self.concurrency}") + (
+            f" d{self.decode_threads}" if self.decode_threads else "")
 
     def command(self, urls: Path, output: Path, case: Case) -> list[str]:
         return [str(PROJECT_PYTHON), str(Path(__file__).resolve()), "_run-bioasset", "--urls", str(urls),
                 "--store", str(output), "--resize", str(case.shorter_side or 0), "--quality",
                 str(case.jpeg_quality), "--concurrency", str(self.concurrency),
-                *(["--decode-threads", str(self.decode_threads)] if self.decode_threads else [])]
+                *(["--decode-threads", str(self.decode_threads)] if self.decode_threads else []),
+                *(["--processes", str(self.processes)] if self.processes > 1 else [])]
 
     def run(self, server: Server, urls: Path, output: Path, case: Case, log: Path) -> dict[str, object]:
         result = measured(self.command(urls, output, case), server, log)
         report = json.loads(str(result.pop("stdout")).strip().splitlines()[-1])
         result.update(report)
         result["images"] = report["counts"]["fetched"]
-        # The engine's own clock: the download_images call, without interpreter start-up and imports.
+        # The engine's own clock: the download_images call(s), without interpreter start-up and imports.
         result["engine_s"] = report["call_s"]
         return result
 
     def describe(self) -> dict[str, object]:
-        return {"tool": "bioasset", "processes": 1, "concurrency": self.concurrency,
+        return {"tool": "bioasset", "processes": self.processes, "concurrency": self.concurrency,
                 "decode_threads": self.decode_threads or len(os.sched_getaffinity(0)),
                 "command": self.command(Path("URLS"), Path("STORE"), Case("resize", 256, 90))[1:]}
 
@@ -702,7 +707,7 @@ def docs_section(results: dict) -> str:
         "sample-bucket photos at iNaturalist's medium size (longest side 500). Each tool runs as a subprocess.",
         "",
         "```",
-        ".venv/bin/python bench/download.py             # 3000 images, 3 repeats, 20 ms latency: about 10 minutes",
+        ".venv/bin/python bench/download.py --incremental-images 10000   # the published run: 3000 images, 3 repeats, 20 ms latency; about 10 minutes",
         ".venv/bin/python bench/download.py --search    # first try a grid of img2dataset configurations",
         ".venv/bin/python bench/download.py --images 10000 --repeats 5 --latency-ms 50",
         "```",
@@ -800,6 +805,10 @@ DOCS_NOTES = [
     "and M decode/resize threads (without `dM`: one per usable CPU, the engine's default; N=16 is its default "
     "too). The first bioasset row is matched to the first img2dataset row; `c64 d4` keeps more work queued "
     "for more threads, which win a bigger share of a machine that other jobs also load.",
+    "- `bioasset Px cN`: P such processes at once, each one `download_images` call over every P-th URL with "
+    "its own journal, into the same store: how Dagster runs P `taxon_images` partitions at once (`dagster.yaml` "
+    "allows 2 concurrent runs). Its steady time is first call start to last call end, as img2dataset's is "
+    "first shard start to last shard end. Compared with `img2dataset 2x16`, the same number of processes.",
     "- `img2dataset PxT`: P download processes of T threads each (urllib, one connection per request); each "
     "process decodes and resizes on one thread. `--extract_exif False` (bioasset does not parse EXIF), "
     "`--retries 0`, `--timeout 30`, two shards per process. `1x16` is matched to `bioasset c16` (one process, "
@@ -824,7 +833,11 @@ def run_bioasset_in_process(argv: list[str]) -> None:
     parser.add_argument("--quality", type=int, default=90)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--decode-threads", type=int, default=None)
+    parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--journal", default="default")
     args = parser.parse_args(argv)
+    if args.processes > 1:
+        return run_bioasset_processes(args)
     sys.path.insert(0, str(REPO))
     from bioasset.download import DownloadItem, download_images
 
@@ -833,13 +846,41 @@ def run_bioasset_in_process(argv: list[str]) -> None:
         photo_id, file_name = url.rsplit("/", 2)[-2:]
         size, extension = file_name.split(".")
         items.append(DownloadItem(int(photo_id), url, size, extension))
-    started = time.perf_counter()
+    started_at, started = time.time(), time.perf_counter()
     report = download_images(items, args.store, concurrency=args.concurrency, decode_threads=args.decode_threads,
-                             resize_shorter_side=args.resize or None, jpeg_quality=args.quality)
+                             resize_shorter_side=args.resize or None, jpeg_quality=args.quality, journal=args.journal)
     call_s = time.perf_counter() - started
-    print(json.dumps({"call_s": call_s, "report_elapsed_s": report.elapsed_s, "counts": report.counts,
+    print(json.dumps({"call_s": call_s, "started_at": started_at, "ended_at": started_at + call_s,
+                      "report_elapsed_s": report.elapsed_s, "counts": report.counts,
                       "bytes_downloaded": report.bytes_downloaded, "bytes_stored": report.bytes_stored}))
 
+
+def run_bioasset_processes(args: argparse.Namespace) -> None:
+    """``--processes P``: P runs of this command, each on every P-th URL with its own journal, at once
+    (as P ``taxon_images`` partitions in parallel runs); their steady time is first call start to last
+    call end, like img2dataset's first shard start to last shard end."""
+    urls = args.urls.read_text().split()
+    children = []
+    for index in range(args.processes):
+        part = args.urls.with_name(f"{args.urls.stem}.part{index}{args.urls.suffix}")
+        part.write_text("\n".join(urls[index:: args.processes]) + "\n")
+        command = [sys.executable, str(Path(__file__).resolve()), "_run-bioasset", "--urls", str(part),
+                   "--store", str(args.store), "--resize", str(args.resize), "--quality", str(args.quality),
+                   "--concurrency", str(args.concurrency), "--journal", f"part{index}",
+                   *(["--decode-threads", str(args.decode_threads)] if args.decode_threads else [])]
+        children.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True))
+    reports = []
+    for child in children:
+        stdout, _ = child.communicate()
+        if child.returncode:
+            raise SystemExit(f"a bioasset process exited with {child.returncode}")
+        reports.append(json.loads(stdout.strip().splitlines()[-1]))
+    started_at, ended_at = min(r["started_at"] for r in reports), max(r["ended_at"] for r in reports)
+    counts = {outcome: sum(r["counts"][outcome] for r in reports) for outcome in reports[0]["counts"]}
+    print(json.dumps({"call_s": ended_at - started_at, "started_at": started_at, "ended_at": ended_at,
+                      "report_elapsed_s": max(r["report_elapsed_s"] for r in reports), "counts": counts,
+                      "bytes_downloaded": sum(r["bytes_downloaded"] for r in reports),
+                      "bytes_stored": sum(r["bytes_stored"] for r in reports)}))
 
 if __name__ == "__main__":
     main()
