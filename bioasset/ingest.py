@@ -558,6 +558,15 @@ def ingest_table(table: str, source: str | os.PathLike[str], dest: Path, rejects
     )
 
 
+def ingest_snapshot_table(warehouse: Warehouse, snapshot_key: str, table: str) -> TableIngest:
+    """:func:`ingest_table` of one table of a snapshot: from the file :func:`fetch_snapshot_files`
+    extracted into the warehouse's raw folder, to the warehouse's table and rejects paths."""
+    return ingest_table(
+        table, raw_table_path(warehouse.raw_dir(snapshot_key), table), warehouse.table_path(snapshot_key, table),
+        warehouse.rejects_path(snapshot_key, table), warehouse,
+    )  # fmt: skip
+
+
 def fetch_and_ingest_tables(
     fs: fsspec.AbstractFileSystem,
     bucket_root: str,
@@ -585,18 +594,14 @@ def fetch_and_ingest_tables(
     parses: dict[str, Future[TableIngest]] = {}
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="typed-table") as pool:
 
-        def parse(member: MemberFile) -> None:
-            if member.table in wanted and member.table not in parses:
-                parses[member.table] = pool.submit(
-                    ingest_table, member.table, member.path, warehouse.table_path(key, member.table),
-                    warehouse.rejects_path(key, member.table), warehouse,
-                )  # fmt: skip
+        def parse(table: str) -> None:
+            if table in wanted and table not in parses:
+                parses[table] = pool.submit(ingest_snapshot_table, warehouse, key, table)
 
         try:
-            yield fetch_snapshot_files(fs, bucket_root, snapshot, warehouse.raw_dir(key), on_member=parse)
+            yield fetch_snapshot_files(fs, bucket_root, snapshot, warehouse.raw_dir(key), on_member=lambda member: parse(member.table))
             for table in wanted:  # not in the tarball and not required: ingest_table names the missing file
-                if table not in parses:
-                    parse(MemberFile(table, "", str(raw_table_path(warehouse.raw_dir(key), table)), 0))
+                parse(table)
             failed: Exception | None = None
             for future in as_completed(parses.values()):
                 try:

@@ -33,8 +33,7 @@ from bioasset.ingest import (
     SnapshotFiles,
     TableIngest,
     fetch_and_ingest_tables,
-    ingest_table,
-    raw_table_path,
+    ingest_snapshot_table,
     read_rejects,
     write_snapshot_files_table,
 )
@@ -159,10 +158,7 @@ def snapshot_files_and_tables(context: AssetExecutionContext, open_data: OpenDat
         fs, root = open_data.filesystem()
         done: Iterable[SnapshotFiles | TableIngest] = fetch_and_ingest_tables(fs, root, parse_snapshot_key(key), wh, tables=tables)
     else:  # the tables alone, from the files extracted before
-        done = (
-            ingest_table(table, raw_table_path(wh.raw_dir(key), table), wh.table_path(key, table), wh.rejects_path(key, table), wh)
-            for table in tables
-        )
+        done = (ingest_snapshot_table(wh, key, table) for table in tables)
     checks = context.selected_asset_check_keys
     for result in done:
         if isinstance(result, SnapshotFiles):
