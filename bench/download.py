@@ -130,7 +130,7 @@ def bioasset_versions() -> dict[str, object]:
     from PIL import features
 
     versions: dict[str, object] = {"python": platform.python_version()}
-    for name in ("bioasset", "aiohttp", "pillow", "fsspec"):
+    for name in ("bioasset", "aiohttp", "uvloop", "pillow", "simplejpeg", "opencv-python-headless", "fsspec"):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
