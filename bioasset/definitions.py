@@ -5,7 +5,7 @@ from dagster import Definitions, load_assets_from_modules
 from bioasset.assets import ingest as ingest_assets
 from bioasset.assets.classifiers import CLASSIFIER_ASSETS
 from bioasset.assets.datasets import DATASET_ASSETS
-from bioasset.jobs import ingest_snapshot_job
+from bioasset.jobs import ingest_snapshot_job, taxon_images_job
 from bioasset.resources import ImageStoreResource, MlflowResource, OpenDataBucket, WarehouseResource
 from bioasset.sensors import inat_snapshot_sensor
 from bioasset.sensors.dataset_sensors import taxon_images_sensor
@@ -16,7 +16,7 @@ defs = Definitions(
         *DATASET_ASSETS.assets,
         *CLASSIFIER_ASSETS.assets,
     ],
-    jobs=[ingest_snapshot_job],
+    jobs=[ingest_snapshot_job, taxon_images_job],
     sensors=[inat_snapshot_sensor, taxon_images_sensor, CLASSIFIER_ASSETS.automation_sensor],
     resources={
         "open_data": OpenDataBucket(),

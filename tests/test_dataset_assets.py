@@ -38,6 +38,7 @@ from bioasset.resources import OpenDataBucket, WarehouseResource
 from bioasset.resources.image_store import ImageStoreResource
 from bioasset.sample_bucket import generate_sample_bucket
 from bioasset.selection import dataset_manifest_path, images_index_path, read_manifest_info, taxon_key
+from bioasset.jobs import taxon_images_job
 from bioasset.sensors.dataset_sensors import taxon_images_sensor
 from bioasset.warehouse import DuckDBSettings, Warehouse
 from s3_fixtures import unique_bucket_name, upload_folder_as_bucket
@@ -98,10 +99,15 @@ class World:
         self.defs = self.definitions()
 
     def definitions(self) -> Definitions:
-        """The assets, the sensor, and one job per dataset asset (resolved once: faster than materialize())."""
+        """The assets, the sensor, and one job per dataset asset (resolved once: faster than materialize());
+        for taxon_images, the code location's own job, which the sensor targets."""
         return Definitions(
             assets=[*INGEST_ASSETS, *self.assets.assets],
-            jobs=[define_asset_job(f"{asset.key.path[-1]}_job", [asset]) for asset in self.assets.assets],
+            jobs=[
+                *(define_asset_job(f"{asset.key.path[-1]}_job", [asset]) for asset in self.assets.assets
+                  if asset.key.path[-1] != "taxon_images"),
+                taxon_images_job,
+            ],
             sensors=[taxon_images_sensor],
             resources=self.resources,
         )

@@ -50,19 +50,14 @@ from pydantic import Field, create_model
 from bioasset import config as settings
 from bioasset.assets.datasets import DATASET_ASSETS
 from bioasset.assets.metadata import markdown_table
-from bioasset.mlflow_registry import (
-    ClassifierRun,
-    DatasetVersionRef,
-    PromotionDecision,
-    promote_latest,
-    train_and_register,
-)
 from bioasset.registry import manifest_path, read_manifest, resolve_version
 from bioasset.resources import WarehouseResource
 from bioasset.resources.image_store import ImageStoreResource
 from bioasset.resources.mlflow import MlflowResource
-from bioasset.training.config import DEFAULT_ARCHITECTURES, TrainingConfig
-from bioasset.training.models import TINY_CNN
+from bioasset.training.config import DEFAULT_ARCHITECTURES, TINY_CNN, TrainingConfig
+
+if typing.TYPE_CHECKING:
+    from bioasset.mlflow_registry import ClassifierRun, PromotionDecision
 
 CLASSIFIERS_GROUP = "classifiers"
 GPU_POOL = "gpu"
@@ -154,7 +149,7 @@ def _plot(name: str, png: bytes | None, path: str) -> dict[str, Any]:
     return metadata
 
 
-def classifier_metadata(run: ClassifierRun) -> dict[str, Any]:
+def classifier_metadata(run: "ClassifierRun") -> dict[str, Any]:
     metrics, training = run.evaluation.metrics, run.training
     registered = run.registered
     evaluation_dir = f"{run.artifact_uri}/evaluation"
@@ -182,7 +177,7 @@ def classifier_metadata(run: ClassifierRun) -> dict[str, Any]:
     }
 
 
-def promotion_metadata(decision: PromotionDecision) -> dict[str, Any]:
+def promotion_metadata(decision: "PromotionDecision") -> dict[str, Any]:
     champion = decision.champion
     return {
         "decision": decision.outcome,
@@ -242,6 +237,8 @@ def build_classifier_assets(
         image_store: ImageStoreResource,
         mlflow: MlflowResource,
     ) -> MaterializeResult:
+        from bioasset.mlflow_registry import DatasetVersionRef, train_and_register  # MLflow and torch: only here
+
         dataset, arch = _partition(context)
         wh = warehouse.warehouse()
         version = resolve_version(wh, dataset)
@@ -274,6 +271,8 @@ def build_classifier_assets(
     def classifier_promotion(
         context: AssetExecutionContext, warehouse: WarehouseResource, image_store: ImageStoreResource, mlflow: MlflowResource
     ) -> MaterializeResult:
+        from bioasset.mlflow_registry import promote_latest  # MLflow and torch: only here
+
         dataset, arch = _partition(context)
         wh = warehouse.warehouse()
         decision = promote_latest(

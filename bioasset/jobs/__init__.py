@@ -1,6 +1,7 @@
-"""Jobs. ``ingest_snapshot_job`` materializes every asset of the ``ingest`` group for one snapshot."""
+"""Jobs. ``ingest_snapshot_job`` materializes every asset of the ``ingest`` group for one snapshot;
+``taxon_images_job`` downloads one class (``taxa`` partition), as ``taxon_images_sensor`` asks."""
 
-from dagster import AssetSelection, define_asset_job
+from dagster import AssetSelection, define_asset_job, in_process_executor
 
 INGEST_GROUP = "ingest"
 
@@ -9,4 +10,15 @@ ingest_snapshot_job = define_asset_job(
     "ingest_snapshot_job",
     selection=AssetSelection.groups(INGEST_GROUP),
     description="Ingest one iNaturalist metadata snapshot: raw files, typed tables, taxonomy and media.",
+)
+
+# An incremental update asks for one run per changed class, so a run's fixed cost counts as many
+# times as there are classes. The run is a single step: the in-process executor runs it in the run's
+# own process, where the default multiprocess executor would start (and load this code location in)
+# a second one, which doubled that cost.
+taxon_images_job = define_asset_job(
+    "taxon_images_job",
+    selection=AssetSelection.assets("taxon_images"),
+    executor_def=in_process_executor,
+    description="Download, verify and store the images of one class (a `taxa` partition) in the image store.",
 )

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from dagster import ConfigurableResource
 from pydantic import Field
 
 from bioasset import config
-from bioasset.mlflow_registry import TAG_DAGSTER_PARTITION, TAG_DAGSTER_RUN_ID, MlflowRegistry
+
+if TYPE_CHECKING:
+    from bioasset.mlflow_registry import MlflowRegistry
 
 
 class MlflowResource(ConfigurableResource):
@@ -30,6 +32,9 @@ class MlflowResource(ConfigurableResource):
 
     def registry(self, run_id: str | None = None, partition_key: str | None = None) -> MlflowRegistry:
         """The plain-Python registry; its runs and model versions carry the Dagster run id and partition."""
+        # Imported here: MLflow and torch take seconds to import, and most runs never need them.
+        from bioasset.mlflow_registry import TAG_DAGSTER_PARTITION, TAG_DAGSTER_RUN_ID, MlflowRegistry
+
         uri = self.resolved_tracking_uri()
         if uri.startswith("sqlite:///"):
             # SQLite needs its folder; a server or another database needs nothing from us.

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dagster import (
     AssetKey,
     AssetRecordsFilter,
-    AssetSelection,
     DagsterEventType,
     DagsterInstance,
     DefaultSensorStatus,
@@ -23,6 +22,7 @@ from dagster import (
 )
 
 from bioasset.assets.datasets import taxa_partitions
+from bioasset.jobs import taxon_images_job
 from bioasset.resources import WarehouseResource
 from bioasset.selection import class_photo_set_hashes
 
@@ -49,7 +49,7 @@ def materialized_photo_set_hashes(instance: DagsterInstance, keys: set[str] | No
 
 
 @sensor(
-    asset_selection=AssetSelection.assets(TAXON_IMAGES),
+    job=taxon_images_job,
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=DefaultSensorStatus.STOPPED,
     description="Requests taxon_images for each class whose photo set in the current dataset manifests differs from "

@@ -7,10 +7,40 @@
 Evaluation lives in :mod:`bioasset.metrics` (``evaluate_classifier``).
 """
 
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from bioasset.training.config import DEFAULT_ARCHITECTURES, TrainingConfig, TrainingConfigError
-from bioasset.training.data import ManifestError, eval_resize_size, eval_transform
-from bioasset.training.loop import ProgressEvent, ResumeError, TrainingResult, train_classifier
-from bioasset.training.models import InitLoader, InitWeightsError, PretrainedWeightsUnavailable, UnknownArchitectureError
+
+if TYPE_CHECKING:
+    from bioasset.training.data import ManifestError, eval_resize_size, eval_transform
+    from bioasset.training.loop import ProgressEvent, ResumeError, TrainingResult, train_classifier
+    from bioasset.training.models import (
+        InitLoader,
+        InitWeightsError,
+        PretrainedWeightsUnavailable,
+        UnknownArchitectureError,
+    )
+
+#: Names that need torch, imported on first use: the Dagster code location imports this package for
+#: TrainingConfig alone, and every run, sensor tick and UI load would otherwise pay torch's import
+#: (about 3 s and 0.5 GB with torchvision) even when nothing trains.
+_LAZY = {
+    "ManifestError": "data", "eval_resize_size": "data", "eval_transform": "data",
+    "ProgressEvent": "loop", "ResumeError": "loop", "TrainingResult": "loop", "train_classifier": "loop",
+    "InitLoader": "models", "InitWeightsError": "models", "PretrainedWeightsUnavailable": "models",
+    "UnknownArchitectureError": "models",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_ARCHITECTURES",

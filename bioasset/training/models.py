@@ -31,6 +31,7 @@ from torchvision import models as tv_models
 from torchvision.models._api import register_model  # the registry behind get_model; public since 0.14 in all but name
 
 from bioasset.classifier_bundle import MODEL_FILE, ClassLabel, load_bundle_meta
+from bioasset.training.config import TINY_CNN
 
 #: Turns a model URI (``models:/name@champion``, ``runs:/…``) into a local classifier bundle folder.
 InitLoader = Callable[[str], str | os.PathLike]
@@ -74,7 +75,6 @@ class TransferReport:
         }
 
 
-TINY_CNN = "tiny_cnn"
 TINY_CNN_WIDTHS = (24, 48, 96, 128)
 
 

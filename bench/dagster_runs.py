@@ -1,0 +1,154 @@
+"""The fixed cost of one Dagster run: what an incremental update pays once per changed class.
+
+    ./scripts/demo                                   # a BIOASSET_HOME with a snapshot, a dataset and its images
+    .venv/bin/python bench/dagster_runs.py [--home .bioasset] [--repeats 3] [--baseline REV]
+
+``taxon_images_sensor`` requests one run per class whose photo set changed, so an update that adds
+a few photos to every class pays a run's fixed cost once per class. Measured here, on a copy of
+the home (its Dagster instance is not touched):
+
+1. loading the code location, ``python -c "import bioasset.definitions"``, as every run, every
+   step process and every code-server reload does: wall and CPU time, peak RSS, and which heavy
+   libraries it imported;
+2. one ``taxon_images`` run for a class whose images are all in the store already (so the step
+   itself is a journal check and the rest is fixed cost):
+   - ``dagster job execute -j taxon_images_job``: what the sensor requests (in-process executor);
+   - ``dagster asset materialize --select taxon_images``: the asset job the UI launches (the default
+     multiprocess executor: one more process, which loads the code location again).
+
+With ``--baseline REV`` the same is measured for ``bioasset`` as it was at git revision REV
+(``git archive`` into bench/work, first on ``PYTHONPATH``), in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WORK = REPO / "bench" / "work" / "dagster-runs"
+RESULTS = REPO / "bench" / "results" / "dagster_runs.json"
+DAGSTER = Path(sys.executable).with_name("dagster")
+HEAVY_MODULES = ("torch", "torchvision", "mlflow", "matplotlib", "cv2")
+
+
+def measured(command: list[str], env: dict[str, str]) -> dict[str, object]:
+    """Wall time, CPU time (the process tree) and peak RSS (its largest process) of ``command``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    # From a folder with no bioasset in it: the current directory comes first on sys.path (for
+    # `python -c`, and dagster adds it for -m), and would shadow a --baseline copy.
+    result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=WORK)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if result.returncode != 0:
+        raise SystemExit(f"failed ({result.returncode}): {' '.join(command)}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+    return {"wall_s": round(wall, 3),
+            "cpu_s": round(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, 3),
+            "max_rss_mib": round(after.ru_maxrss / 1024, 1), "stdout": result.stdout}
+
+
+def code_env(home: Path, rev: str | None) -> dict[str, str]:
+    env = {**os.environ, "BIOASSET_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
+    if rev:
+        tree = WORK / f"baseline-{rev}"
+        if not (tree / "bioasset").is_dir():
+            tree.mkdir(parents=True, exist_ok=True)
+            archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "bioasset"], check=True,
+                                     capture_output=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+        env["PYTHONPATH"] = str(tree)  # before the editable install's finder, so this copy wins
+    return env
+
+
+def first_partition(env: dict[str, str]) -> str:
+    code = "from dagster import DagsterInstance; print(sorted(DagsterInstance.get().get_dynamic_partitions('taxa'))[0])"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=WORK)
+    if result.returncode != 0 or not result.stdout.strip():
+        raise SystemExit(f"no `taxa` partitions in {env['DAGSTER_HOME']}: run ./scripts/demo first\n{result.stderr[-2000:]}")
+    return result.stdout.strip().splitlines()[-1]
+
+
+def commands(partition: str, has_job: bool) -> dict[str, list[str]]:
+    load = ("import sys, bioasset.definitions; "
+            f"print([name for name in {HEAVY_MODULES!r} if name in sys.modules])")
+    runs = {"load the code location": [sys.executable, "-c", load]}
+    if has_job:
+        runs["taxon_images_job run (sensor)"] = [
+            str(DAGSTER), "job", "execute", "-m", "bioasset.definitions", "-j", "taxon_images_job",
+            "--tags", json.dumps({"dagster/partition": partition})]
+    runs["asset materialize run (UI)"] = [
+        str(DAGSTER), "asset", "materialize", "-m", "bioasset.definitions", "--select", "taxon_images",
+        "--partition", partition]
+    return runs
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--home", type=Path, default=REPO / ".bioasset", help="a BIOASSET_HOME the demo has filled")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--baseline", metavar="REV", help="also measure bioasset as it was at this git revision")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    home = WORK / "home"
+    shutil.rmtree(home, ignore_errors=True)
+    shutil.copytree(args.home, home, ignore=shutil.ignore_patterns("sample-bucket", "training", "mlflow"))
+    partition = first_partition(code_env(home, None))
+    codes = [("current", None), *([("baseline", args.baseline)] if args.baseline else [])]
+    rows: dict[str, dict[str, list[dict[str, object]]]] = {code: {} for code, _ in codes}
+    for repeat in range(args.repeats):
+        for code, rev in codes if repeat % 2 == 0 else codes[::-1]:  # take turns going first
+            env = code_env(home, rev)
+            for name, command in commands(partition, has_job=rev is None).items():
+                run = measured(command, env)
+                stdout = str(run.pop("stdout"))
+                if name == "load the code location":
+                    run["heavy_modules_loaded"] = json.loads(stdout.strip().splitlines()[-1].replace("'", '"'))
+                rows[code].setdefault(name, []).append(run)
+                print(f"{code:8s} {name:32s} {run['wall_s']:6.2f} s wall {run['cpu_s']:6.2f} s CPU "
+                      f"{run['max_rss_mib']:7.1f} MiB", flush=True)
+    medians = {code: {name: {key: statistics.median(run[key] for run in runs)
+                             for key in ("wall_s", "cpu_s", "max_rss_mib")}
+                      | {"heavy_modules_loaded": runs[0].get("heavy_modules_loaded")}
+                      for name, runs in by_name.items()} for code, by_name in rows.items()}
+    results = {
+        "benchmark": "dagster_runs",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["bench/dagster_runs.py", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": {"platform": platform.platform(), "cpus": len(os.sched_getaffinity(0)),
+                    "load_average": os.getloadavg()},
+        "git_commit": subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
+                                     text=True).stdout.strip(),
+        "baseline": args.baseline, "partition": partition, "repeats": args.repeats,
+        "medians": medians, "runs": rows,
+    }
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(results, indent=1) + "\n")
+    print(markdown(results))
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def markdown(results: dict) -> str:
+    lines = ["| code | what | wall s | CPU s | peak RSS MiB | heavy modules loaded |", "| --- | --- | ---: | ---: | ---: | --- |"]
+    for code, by_name in results["medians"].items():
+        label = f"before (`{results['baseline']}`)" if code == "baseline" else "now"
+        for name, row in by_name.items():
+            heavy = row["heavy_modules_loaded"]
+            lines.append(f"| {label} | {name} | {row['wall_s']:.2f} | {row['cpu_s']:.2f} | {row['max_rss_mib']:.0f} "
+                         f"| {', '.join(heavy) if heavy else ('none' if heavy is not None else '')} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
