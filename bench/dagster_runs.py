@@ -42,20 +42,30 @@ DAGSTER = Path(sys.executable).with_name("dagster")
 HEAVY_MODULES = ("torch", "torchvision", "mlflow", "matplotlib", "cv2")
 
 
+#: Runs argv[1:] and then prints the peak RSS of its process tree (the largest process), which the
+#: benchmark's own RUSAGE_CHILDREN cannot give per command: that is a maximum over all its children.
+PEAK_RSS_WRAPPER = (
+    "import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
+    "print('peak_rss_kib', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)"
+)
+
+
 def measured(command: list[str], env: dict[str, str]) -> dict[str, object]:
     """Wall time, CPU time (the process tree) and peak RSS (its largest process) of ``command``."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     # From a folder with no bioasset in it: the current directory comes first on sys.path (for
     # `python -c`, and dagster adds it for -m), and would shadow a --baseline copy.
-    result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=WORK)
+    result = subprocess.run([sys.executable, "-c", PEAK_RSS_WRAPPER, *command], env=env, capture_output=True,
+                            text=True, cwd=WORK)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
         raise SystemExit(f"failed ({result.returncode}): {' '.join(command)}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+    stdout, _, rss_line = result.stdout.rstrip("\n").rpartition("\n")
     return {"wall_s": round(wall, 3),
             "cpu_s": round(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, 3),
-            "max_rss_mib": round(after.ru_maxrss / 1024, 1), "stdout": result.stdout}
+            "max_rss_mib": round(int(rss_line.split()[-1]) / 1024, 1), "stdout": stdout}
 
 
 def code_env(home: Path, rev: str | None) -> dict[str, str]:
@@ -64,7 +74,7 @@ def code_env(home: Path, rev: str | None) -> dict[str, str]:
         tree = WORK / f"baseline-{rev}"
         if not (tree / "bioasset").is_dir():
             tree.mkdir(parents=True, exist_ok=True)
-            archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "bioasset"], check=True,
+            archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "bioasset", "datasets"], check=True,
                                      capture_output=True).stdout
             subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
         env["PYTHONPATH"] = str(tree)  # before the editable install's finder, so this copy wins
@@ -101,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
+    if not (args.home / "dagster").is_dir():
+        raise SystemExit(f"--home {args.home}: no Dagster instance there; run ./scripts/demo first (it fills ./.bioasset)")
     home = WORK / "home"
     shutil.rmtree(home, ignore_errors=True)
     shutil.copytree(args.home, home, ignore=shutil.ignore_patterns("sample-bucket", "training", "mlflow"))
