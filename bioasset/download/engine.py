@@ -286,6 +286,8 @@ class _Run:
             if self.store.is_local:
                 tasks = self._look_in_local_store(tasks)
             await self._load_journals({task.stored_size for task in tasks})
+            if self.store.is_local:
+                tasks = self._finish_journaled(tasks)
             async with Fetcher(
                 concurrency=settings.concurrency,
                 timeout_s=settings.timeout_s,
@@ -385,6 +387,26 @@ class _Run:
             (missing if task.stored_bytes is None else present).append(task)
         return missing + present
 
+    def _finish_journaled(self, tasks: list[_Task]) -> list[_Task]:
+        """Finish at once every task whose file is in the local store with the size its journal
+        records (most items of an incremental update), and return the others: no worker, await or
+        hand-off for an image that needs nothing."""
+        remaining = []
+        for task in tasks:
+            skipped = self._journaled(task, task.stored_bytes)
+            if skipped is None:
+                remaining.append(task)
+            else:
+                self._finish(task.index, skipped)
+        return remaining
+
+    def _journaled(self, task: _Task, stored_bytes: int | None) -> ItemResult | None:
+        """SKIPPED when the store holds ``stored_bytes`` bytes for the task and its journal line agrees."""
+        known = self.journals[task.stored_size].get(task.name)
+        if stored_bytes is None or known is None or known.bytes != stored_bytes:
+            return None
+        return _stored_result(task.item, Outcome.SKIPPED, task.path, known, reason="in the store and journal")
+
     async def _load_journals(self, stored_sizes: set[str]) -> None:
         for stored_size in sorted(stored_sizes):
             path = self.store.journal_path(self.settings.source, stored_size, self.settings.journal)
@@ -404,15 +426,15 @@ class _Run:
                 stored_bytes = await self.store_pool.run(_remote_size, self.store.fs, task.path)
             except OSError as error:
                 return ItemResult(item, Outcome.FAILED, reason=f"cannot check the store at {task.path}: {error}")
-        known = journal.get(task.name)
         if stored_bytes is not None:
-            if known is not None and known.bytes == stored_bytes:
-                return _stored_result(item, Outcome.SKIPPED, task.path, known, reason="in the store and journal")
+            skipped = self._journaled(task, stored_bytes)
+            if skipped is not None:
+                return skipped
             # Written after the last journal checkpoint (or changed since): verify what is there.
             skipped = await self._verify_stored(task)
             if skipped is not None:
                 return skipped
-        elif known is not None:
+        elif journal.get(task.name) is not None:
             journal.discard(task.name)  # the journal remembers a file that is gone
 
         fetched = await self.fetcher.fetch(item.source_url)
