@@ -286,8 +286,9 @@ class _Run:
             if self.store.is_local:
                 tasks = self._look_in_local_store(tasks)
             await self._load_journals({task.stored_size for task in tasks})
+            journaled: list[tuple[_Task, ItemResult]] = []
             if self.store.is_local:
-                tasks = self._finish_journaled(tasks)
+                tasks, journaled = self._split_journaled(tasks)
             async with Fetcher(
                 concurrency=settings.concurrency,
                 timeout_s=settings.timeout_s,
@@ -302,6 +303,10 @@ class _Run:
                 # The fetcher keeps `concurrency` requests in flight; as many workers again hold
                 # fetched images waiting for (or in) the decode threads, so neither side waits on the other.
                 workers = [asyncio.create_task(self._work(pending)) for _ in range(2 * settings.concurrency)]
+                if journaled:
+                    await asyncio.sleep(0)  # the first requests go out; the skipped are counted while they are in flight
+                    for task, skipped in journaled:
+                        self._finish(task.index, skipped)
                 try:
                     await asyncio.gather(*workers)
                 except BaseException:
@@ -387,18 +392,18 @@ class _Run:
             (missing if task.stored_bytes is None else present).append(task)
         return missing + present
 
-    def _finish_journaled(self, tasks: list[_Task]) -> list[_Task]:
-        """Finish at once every task whose file is in the local store with the size its journal
-        records (most items of an incremental update), and return the others: no worker, await or
-        hand-off for an image that needs nothing."""
-        remaining = []
+    def _split_journaled(self, tasks: list[_Task]) -> tuple[list[_Task], list[tuple[_Task, ItemResult]]]:
+        """The tasks to work on, and those whose file is in the local store with the size its
+        journal records (most items of an incremental update) with their SKIPPED results: no worker,
+        await or hand-off for an image that needs nothing."""
+        remaining, journaled = [], []
         for task in tasks:
             skipped = self._journaled(task, task.stored_bytes)
             if skipped is None:
                 remaining.append(task)
             else:
-                self._finish(task.index, skipped)
-        return remaining
+                journaled.append((task, skipped))
+        return remaining, journaled
 
     def _journaled(self, task: _Task, stored_bytes: int | None) -> ItemResult | None:
         """SKIPPED when the store holds ``stored_bytes`` bytes for the task and its journal line agrees."""
