@@ -23,6 +23,7 @@ With ``--baseline REV`` the same is measured for ``bioasset`` as it was at git r
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import platform
@@ -117,7 +118,11 @@ def main(argv: list[str] | None = None) -> None:
     shutil.rmtree(home, ignore_errors=True)
     shutil.copytree(args.home, home, ignore=shutil.ignore_patterns("sample-bucket", "training", "mlflow"))
     partition = first_partition(code_env(home, None))
-    codes = [("current", None), *([("baseline", args.baseline)] if args.baseline else [])]
+    baseline = None
+    if args.baseline:  # a commit id, so that a moving name (HEAD~1) never reuses an older extracted copy
+        baseline = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", args.baseline], check=True,
+                                  capture_output=True, text=True).stdout.strip()
+    codes = [("current", None), *([("baseline", baseline)] if baseline else [])]
     rows: dict[str, dict[str, list[dict[str, object]]]] = {code: {} for code, _ in codes}
     for repeat in range(args.repeats):
         for code, rev in codes if repeat % 2 == 0 else codes[::-1]:  # take turns going first
@@ -126,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
                 run = measured(command, env)
                 stdout = str(run.pop("stdout"))
                 if name == "load the code location":
-                    run["heavy_modules_loaded"] = json.loads(stdout.strip().splitlines()[-1].replace("'", '"'))
+                    run["heavy_modules_loaded"] = ast.literal_eval(stdout.strip().splitlines()[-1])
                 rows[code].setdefault(name, []).append(run)
                 print(f"{code:8s} {name:32s} {run['wall_s']:6.2f} s wall {run['cpu_s']:6.2f} s CPU "
                       f"{run['max_rss_mib']:7.1f} MiB", flush=True)
@@ -142,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
                     "load_average": os.getloadavg()},
         "git_commit": subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
                                      text=True).stdout.strip(),
-        "baseline": args.baseline, "partition": partition, "repeats": args.repeats,
+        "baseline": baseline, "partition": partition, "repeats": args.repeats,
         "medians": medians, "runs": rows,
     }
     args.results.parent.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,9 @@ def sample_photo(width: int, height: int, species: int = 3) -> np.ndarray:
 
 
 def pillow_bilinear(data: bytes, target: tuple[int, int]) -> np.ndarray:
+    """What the engine's Pillow path makes: libjpeg's scaled decode when the target allows, then BILINEAR."""
     with Image.open(io.BytesIO(data)) as image:
+        image.draft(image.mode, target)
         return np.asarray(image.resize(target, Image.Resampling.BILINEAR)).astype(float)
 
 
@@ -126,3 +128,22 @@ def test_cmyk_and_non_default_filters_take_pillow():
         image.draft("RGB", (200, 150))
         image.resize((200, 150), Image.Resampling.BOX).save(expected, "JPEG", quality=90)
     assert box.data == expected.getvalue()
+
+
+@pytest.mark.parametrize(("size", "shorter_side"), [((1024, 517), 256), ((517, 1024), 256), ((226, 283), 224),
+                                                     ((2048, 1033), 256), ((1024, 775), 384)])
+def test_one_axis_already_at_scale(size, shorter_side):
+    """After rounding, one axis may need no smoothing while the other does (1024x517 -> 507x256)."""
+    data = jpeg(sample_photo(*size))
+    target = shorter_side_target(*size, shorter_side)
+    assert rms(fast(data, target), pillow_bilinear(data, target)) < 1.5
+
+
+def test_every_size_comes_out_at_its_target():
+    """A sweep of awkward source sizes and targets: the fast path never fails and never misses the size."""
+    source = sample_photo(700, 700)
+    for width, height in [(w, h) for w in range(101, 700, 53) for h in range(97, 700, 61)]:
+        data = jpeg(np.ascontiguousarray(source[:height, :width]))
+        for shorter_side in (64, 90, min(width, height) - 1):
+            target = shorter_side_target(width, height, shorter_side)
+            fast(data, target)

@@ -303,11 +303,11 @@ class _Run:
                 # The fetcher keeps `concurrency` requests in flight; as many workers again hold
                 # fetched images waiting for (or in) the decode threads, so neither side waits on the other.
                 workers = [asyncio.create_task(self._work(pending)) for _ in range(2 * settings.concurrency)]
-                if journaled:
-                    await asyncio.sleep(0)  # the first requests go out; the skipped are counted while they are in flight
-                    for task, skipped in journaled:
-                        self._finish(task.index, skipped)
                 try:
+                    if journaled:
+                        await asyncio.sleep(0)  # the workers start their first requests before the skipped are counted
+                        for task, skipped in journaled:
+                            self._finish(task.index, skipped)
                     await asyncio.gather(*workers)
                 except BaseException:
                     for worker in workers:
@@ -368,7 +368,8 @@ class _Run:
 
     def _look_in_local_store(self, tasks: list[_Task]) -> list[_Task]:
         """Note the size of each file already in a local store, and return the tasks without one
-        first: their requests are then in flight while the others are checked against the journal.
+        first: their requests go out first, and the others, which need only a journal look-up or
+        a verification, follow.
 
         One stat per task, all before the downloads start, when no decode thread competes for the
         GIL; none at all in a folder that does not exist yet (a first download)."""

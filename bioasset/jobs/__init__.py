@@ -15,7 +15,10 @@ ingest_snapshot_job = define_asset_job(
 # An incremental update asks for one run per changed class, so a run's fixed cost counts as many
 # times as there are classes. The run is a single step: the in-process executor runs it in the run's
 # own process, where the default multiprocess executor would start (and load this code location in)
-# a second one, which doubled that cost.
+# a second one, which doubled that cost. The price: a crash in native code (libjpeg, OpenCV) ends the
+# run worker itself rather than a step process, and with the default run launcher such a run stays
+# STARTED until it is marked failed in the UI; the decoders only see images whose header passed the
+# decompression-bomb check.
 taxon_images_job = define_asset_job(
     "taxon_images_job",
     selection=AssetSelection.assets("taxon_images"),

@@ -12,9 +12,9 @@ from typing import Any
 
 #: Architectures offered by default (any torchvision classification builder name also works, and
 #: ``tiny_cnn`` for tests and CPU demos on small images: see bioasset.training.models).
+DEFAULT_ARCHITECTURES = ("resnet18", "resnet50", "efficientnet_b0", "mobilenet_v3_large", "convnext_tiny", "vit_b_16")
 #: bioasset's own small CNN (bioasset.training.models), registered with torchvision's get_model for CPU demos.
 TINY_CNN = "tiny_cnn"
-DEFAULT_ARCHITECTURES = ("resnet18", "resnet50", "efficientnet_b0", "mobilenet_v3_large", "convnext_tiny", "vit_b_16")
 
 OPTIMIZERS = ("sgd", "adamw")
 LR_SCHEDULES = ("step", "cosine")

@@ -14,7 +14,8 @@ One architecture of our own, ``tiny_cnn`` (four conv blocks, ~0.15M parameters),
 demos and CPU-only runs on small images: it keeps full resolution in its first block, where
 torchvision models downsample 4x at once, and learns the sample bucket's species at 64 px in
 about a CPU minute. It is registered in torchvision's model registry when this module is
-imported (``bioasset.training`` imports it), so ``torchvision.models.get_model("tiny_cnn", …)``
+imported (``bioasset.classifier_bundle`` and the training loop import it; ``import
+bioasset.training`` alone does not, as it loads torch lazily), so ``torchvision.models.get_model("tiny_cnn", …)``
 and :func:`bioasset.classifier_bundle.load_bundle` rebuild it by name like any other.
 """
 
