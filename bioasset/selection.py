@@ -750,10 +750,16 @@ class ImagesCompleteness:
     unavailable: dict[str, int]
     not_downloaded: int  # rows no download has reported on yet
     not_downloaded_keys: list[str]  # the taxa partitions to materialize for them
+    #: Rows whose download failed (server errors or timeouts past the retries, a store that would
+    #: not take the write): worth another try, unlike a photo deleted upstream or a corrupt one.
+    failed: int = 0
+    failed_keys: list[str] = field(default_factory=list)  # the taxa partitions to materialize again
 
     @property
     def complete(self) -> bool:
-        return self.not_downloaded == 0
+        """Every row has its image, or a download that found it gone (missing) or bad (quarantined,
+        invalid); failed downloads are not complete."""
+        return self.not_downloaded == 0 and self.failed == 0
 
 
 def manifest_with_images(warehouse: Warehouse, name: str) -> tuple[pa.Table, ImagesCompleteness, ManifestInfo]:
@@ -794,12 +800,18 @@ def manifest_with_images(warehouse: Warehouse, name: str) -> tuple[pa.Table, Ima
         keys = con.execute(
             "SELECT label_id, min(label_name) FROM joined WHERE outcome IS NULL GROUP BY label_id ORDER BY label_id"
         ).fetchall()
+        failed_keys = con.execute(
+            f"SELECT label_id, min(label_name) FROM joined WHERE image_path IS NULL AND outcome = "
+            f"{sql_string(Outcome.FAILED.value)} GROUP BY label_id ORDER BY label_id"
+        ).fetchall()
     completeness = ImagesCompleteness(
         rows=int(rows),
         verified=int(verified),
         unavailable={k: int(v) for k, v in sorted(unavailable.items())},
         not_downloaded=int(not_downloaded),
         not_downloaded_keys=[taxon_key(i, n) for i, n in keys],
+        failed=int(unavailable.get(Outcome.FAILED.value, 0)),
+        failed_keys=[taxon_key(i, n) for i, n in failed_keys],
     )
     return table, completeness, info
 

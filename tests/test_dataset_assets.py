@@ -263,18 +263,42 @@ def test_datasets_end_to_end_then_a_later_snapshot(tmp_path):
             assert metadata["skipped"] == len(new_wanted[key]) - len(fresh) - metadata["missing"], key
         assert world.sensor_keys(instance) == []
 
-        # A stored image lost after its download: the version's blocking check fails and names it;
-        # the class's next run fetches it again, and the same content is the same version.
-        index = pd.read_parquet(images_index_path(world.warehouse, changed[0]))
+        # A stored image lost after its download: no version is frozen, and the failure names it;
+        # the class's next run fetches it again, and then the version is frozen.
+        index_path = images_index_path(world.warehouse, changed[0])
+        index = pd.read_parquet(index_path)
         lost = index.loc[index["size"] == "thumb", "image_path"].dropna().iloc[0]
         (world.store / lost).unlink()
         broken = world.run(instance, "dataset_version", "bugs", raise_on_error=False)
-        (check,) = broken.get_asset_check_evaluations()
-        assert not check.passed and lost in check.description and check.metadata["files_absent_from_store"].value == 1
+        failure = next(e for e in broken.all_events if e.is_step_failure).step_failure_data.error.message
+        assert not broken.success and lost in failure and "not in the image store" in failure
+        assert len(catalog(world.warehouse, "bugs")) == 1
         assert metadata_of(world.run(instance, "taxon_images", changed[0]))["fetched"] == 1
         repaired = world.run(instance, "dataset_version", "bugs")
-        assert repaired.get_asset_check_evaluations()[0].passed and metadata_of(repaired)["new_version"] is False
+        assert repaired.get_asset_check_evaluations()[0].passed and metadata_of(repaired)["new_version"] is True
         assert len(catalog(world.warehouse, "bugs")) == 2
+
+        # A download that failed (server errors past the retries) is worth another try: the version
+        # waits for it, unless told to freeze without it; the class's next run fetches just that photo.
+        index = pd.read_parquet(index_path)
+        row = index.index[(index["size"] == "thumb") & index["image_path"].notna()][0]
+        failed_photo, failed_path = int(index.loc[row, "photo_id"]), index.loc[row, "image_path"]
+        index.loc[row, ["image_path", "sha256", "outcome", "reason"]] = [None, None, Outcome.FAILED.value, "HTTP 503"]
+        index.to_parquet(index_path)
+        (world.store / failed_path).unlink()  # as if never stored
+        waiting = world.run(instance, "dataset_version", "bugs", raise_on_error=False)
+        failure = next(e for e in waiting.all_events if e.is_step_failure).step_failure_data.error.message
+        assert not waiting.success and "1 of the" in failure and "failed to download" in failure and changed[0] in failure
+        forced = world.run(instance, "dataset_version", "bugs",
+                           run_config={"ops": {"dataset_version": {"config": {"freeze_with_failed_downloads": True}}}})
+        frozen = metadata_of(forced)
+        assert frozen["new_version"] is True and frozen["missing_images"] == metadata_of(repaired)["missing_images"] + 1
+        assert failed_photo not in set(pd.read_parquet(manifest_path(world.warehouse, catalog(world.warehouse, "bugs")[-1]))
+                                       .dropna(subset=["image_path"])["photo_id"])
+        assert metadata_of(world.run(instance, "taxon_images", changed[0]))["fetched"] == 1
+        complete = metadata_of(world.run(instance, "dataset_version", "bugs"))
+        assert complete["new_version"] is False and complete["version"] == metadata_of(repaired)["version"]
+        assert len(catalog(world.warehouse, "bugs")) == 3
 
         # --- gc: files no manifest and no version uses ----------------------------------------
         in_use = {f"inaturalist/{size}/{photo}" for items in new_wanted.values() for photo, size in items}

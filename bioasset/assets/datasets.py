@@ -46,7 +46,6 @@ from bioasset.assets.ingest import WAREHOUSE_POOL
 from bioasset.assets.metadata import markdown_table
 from bioasset.dataset_spec import DatasetSpec, load_specs
 from bioasset.registry import card_dir, freeze_version
-from bioasset.registry import read_manifest as read_version_manifest
 from bioasset.resources import OpenDataBucket, WarehouseResource
 from bioasset.resources.image_store import ImageStoreResource
 from bioasset.selection import (
@@ -83,6 +82,16 @@ class TaxonImagesConfig(Config):
     max_rate: Optional[float] = Field(default=None, description="Requests per second per host at most; 429s lower it further")
     max_retries: int = Field(default=5, description="Retries of a failing image before it counts as failed")
     timeout_s: float = Field(default=30.0, description="Seconds one request may take")
+
+
+class DatasetVersionConfig(Config):
+    """Settings of one ``dataset_version`` run."""
+
+    freeze_with_failed_downloads: bool = Field(
+        default=False,
+        description="Freeze even though some downloads failed (server errors or timeouts past the retries): those "
+        "photos are left out of the version and counted as missing. By default the version waits for them.",
+    )
 
 
 @dataclass(frozen=True)
@@ -181,43 +190,43 @@ def build_dataset_assets(specs_dir: str | os.PathLike[str] | None = None) -> Dat
                 IMAGES_COMPLETE,
                 asset="dataset_version",
                 blocking=True,
-                description="Every row of the manifest has a verified image that is in the image store, or is counted "
-                "as missing with the reason its download gave (missing upstream, failed, quarantined).",
+                description="Every row of the frozen version has a verified image that is in the image store, or is "
+                "counted as missing with the reason its download gave (missing upstream, quarantined; failed only when "
+                "frozen with freeze_with_failed_downloads).",
             )
         ],
         description="The manifest with its verified images, frozen as an immutable, content-addressed version in the "
-        "dataset registry, with its dataset card. Refuses while some of its classes are not downloaded yet.",
+        "dataset registry, with its dataset card. Refuses while some of its classes are not downloaded yet, some "
+        "downloads failed, or verified images are gone from the store.",
     )
     def dataset_version(
-        context: AssetExecutionContext, warehouse: WarehouseResource, image_store: ImageStoreResource
+        context: AssetExecutionContext,
+        config: DatasetVersionConfig,
+        warehouse: WarehouseResource,
+        image_store: ImageStoreResource,
     ) -> MaterializeResult:
         from bioasset.dataset_card import CARD_FILES  # imports matplotlib: only where needed
 
         name, wh, store = context.partition_key, warehouse.warehouse(), image_store.store()
         table, completeness, info = manifest_with_images(wh, name)
-        if not completeness.complete:
-            waiting = completeness.not_downloaded_keys
+        _refuse_incomplete(name, completeness, config.freeze_with_failed_downloads)
+        # Before freezing, so that a version never names files the store does not have.
+        absent = absent_store_files(store, [path for path in table.column("image_path").to_pylist() if path])
+        if absent:
             raise Failure(
-                f"{completeness.not_downloaded} of the {completeness.rows} photos of {name} have no download yet, in "
-                f"{len(waiting)} classes. Fix: materialize taxon_images for {', '.join(waiting[:10])}"
-                f"{' ...' if len(waiting) > 10 else ''} (or switch on taxon_images_sensor), then materialize this again.",
-                metadata=_completeness_metadata(completeness),
+                f"{len(absent)} verified images of {name} are not in the image store {store.url} any more, e.g. "
+                f"{', '.join(absent[:5])}. Fix: materialize taxon_images for their classes (it fetches them again), "
+                "then this again.",
+                metadata={**_completeness_metadata(completeness), "files_absent_from_store": len(absent)},
             )
         frozen = freeze_version(wh, name, table, snapshot=info.snapshot, spec_hash=info.spec_hash, image_store=store)
         version = frozen.version
         if frozen.catalog_view_error:
             context.log.warning(frozen.catalog_view_error)
-        absent = absent_store_files(store, read_version_manifest(wh, version).column("image_path").to_pylist())
         check = AssetCheckResult(
             check_name=IMAGES_COMPLETE,
-            passed=not absent and version.images + version.missing_images == completeness.rows,
-            metadata={**_completeness_metadata(completeness), "files_absent_from_store": len(absent)},
-            description=(
-                f"{len(absent)} images of the version are not in the store {store.url}, e.g. {', '.join(absent[:5])}. "
-                "Fix: materialize taxon_images for their classes (it fetches them again), then this again."
-                if absent
-                else None
-            ),
+            passed=version.images + version.missing_images == completeness.rows,
+            metadata={**_completeness_metadata(completeness), "files_absent_from_store": 0},
         )
         return MaterializeResult(
             metadata={
@@ -320,12 +329,38 @@ def _taxon_images_metadata(build: TaxonImagesBuild, store_url: str) -> dict[str,
     return metadata
 
 
+def _refuse_incomplete(name: str, completeness: ImagesCompleteness, freeze_with_failed_downloads: bool) -> None:
+    """Failure, with what to run, while photos of ``name`` have no download yet or (unless allowed)
+    a failed one."""
+    def some(keys: list[str]) -> str:
+        return ", ".join(keys[:10]) + (" ..." if len(keys) > 10 else "")
+
+    if completeness.not_downloaded:
+        waiting = completeness.not_downloaded_keys
+        raise Failure(
+            f"{completeness.not_downloaded} of the {completeness.rows} photos of {name} have no download yet, in "
+            f"{len(waiting)} classes. Fix: materialize taxon_images for {some(waiting)} (or switch on "
+            "taxon_images_sensor), then materialize this again.",
+            metadata=_completeness_metadata(completeness),
+        )
+    if completeness.failed and not freeze_with_failed_downloads:
+        failing = completeness.failed_keys
+        raise Failure(
+            f"{completeness.failed} of the {completeness.rows} photos of {name} failed to download (server errors or "
+            f"timeouts past the retries), in {len(failing)} classes. Fix: materialize taxon_images for "
+            f"{some(failing)} again (it fetches only those photos), or run this with freeze_with_failed_downloads: "
+            "true to freeze without them (counted as missing).",
+            metadata=_completeness_metadata(completeness),
+        )
+
+
 def _completeness_metadata(completeness: ImagesCompleteness) -> dict[str, Any]:
     return {
         "manifest_rows": completeness.rows,
         "verified_images": completeness.verified,
         "unavailable_images": completeness.unavailable,
         "not_downloaded": completeness.not_downloaded,
+        "failed_downloads": completeness.failed,
     }
 
 
