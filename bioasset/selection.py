@@ -15,7 +15,8 @@ the order the rules apply):
 6. ``max_photos_per_observation``: an observation's photos beyond the cap, lowest position kept;
 7. ``min_per_class``: every photo of a class with fewer photos (the class is dropped, reported);
 8. ``max_per_class``: photos beyond the cap, taken round-robin over the class's observers, and
-   within an observer round-robin over its observations, both in seeded-hash order;
+   within an observer round-robin over its observations, both in seeded-hash order; photos the
+   previous manifest had in the class come first, so that the capped selection is stable too;
 9. ``too_few_groups``: a class with fewer than three observations (observers) cannot be split.
 
 The manifest file carries the few facts downstream steps need (source, image size, resize,
@@ -257,8 +258,8 @@ def build_manifest(warehouse: Warehouse, spec: DatasetSpec, *, open_data_url: st
                 raise SelectionError(f"Snapshot {snapshot} has no {table} table ({path}). Fix: ingest that snapshot first.")
             con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet({sql_string(str(path))})")
         excluded, scanned = _select(con, spec)
-        dropped = _apply_class_limits(con, spec, excluded)
         previous_splits = _read_previous(con, previous)
+        dropped = _apply_class_limits(con, spec, excluded, has_previous=previous is not None)
         moved = _assign_splits(con, spec, previous_splits, excluded, dropped)
         table = con.sql(_manifest_query(spec, open_data_url)).to_arrow_table()
         if table.num_rows == 0:
@@ -352,8 +353,14 @@ def _select(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple[dict[str
     return {name: int(counts.get(name, 0)) for name in EXCLUSION_REASONS}, int(scanned)
 
 
-def _apply_class_limits(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, excluded: dict[str, int]) -> list[DroppedClass]:
-    """Drop classes under ``min_per_class``; cap classes over ``max_per_class`` (see the module notes)."""
+def _apply_class_limits(
+    con: duckdb.DuckDBPyConnection, spec: DatasetSpec, excluded: dict[str, int], *, has_previous: bool
+) -> list[DroppedClass]:
+    """Drop classes under ``min_per_class``; cap classes over ``max_per_class`` (see the module notes).
+
+    With a previous manifest (``previous_manifest``), the photos it had in a class come first, so
+    a capped class keeps them while they stay eligible and new photos only fill the room left:
+    otherwise every new observer would push out chosen photos, val and test ones included."""
     small = con.execute(
         f"SELECT label_id, any_value(label_name), count(*) AS n FROM eligible GROUP BY label_id HAVING n < {spec.min_per_class}"
     ).fetchall()
@@ -366,11 +373,15 @@ def _apply_class_limits(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, exclu
     if spec.max_per_class is None:
         return dropped
     seed = sql_string(f"{spec.seed}:")
+    kept = (
+        "EXISTS (SELECT 1 FROM previous_manifest p WHERE p.photo_id = eligible.photo_id AND p.label_id = eligible.label_id)"
+        if has_previous else "false"
+    )
     con.execute(
         f"""
         CREATE TEMP TABLE turns AS
         WITH hashed AS (
-            SELECT photo_id, label_id, observer_id, observation_uuid, photo_turn,
+            SELECT photo_id, label_id, observer_id, observation_uuid, photo_turn, {kept} AS kept,
                    md5({seed} || 'observer:' || coalesce(observer_id::VARCHAR, '')) AS observer_hash,
                    md5({seed} || 'observation:' || observation_uuid) AS observation_hash
             FROM eligible),
@@ -383,7 +394,8 @@ def _apply_class_limits(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, exclu
             FROM observation_turns)
         -- The class's photos in round-robin order over its observers.
         SELECT photo_id, row_number() OVER (
-                   PARTITION BY label_id ORDER BY observer_turn, observer_hash, observer_id, observation_turn, photo_id) AS class_turn
+                   PARTITION BY label_id
+                   ORDER BY kept DESC, observer_turn, observer_hash, observer_id, observation_turn, photo_id) AS class_turn
         FROM observer_turns
         """
     )

@@ -211,6 +211,27 @@ def test_max_per_class_cap_is_deterministic_and_spreads_over_observers_and_obser
     assert set(manifest(build_manifest(warehouse, other_seed, open_data_url=BUCKET_URL, snapshot=key))["photo_id"]) != set(capped["photo_id"])
 
 
+def test_max_per_class_keeps_the_photos_it_chose_before(world):
+    """A capped class keeps the photos of the previous manifest that are still eligible; new photos
+    only fill the room left (a fresh selection would push some of them out)."""
+    warehouse, (key1, key2), _, _ = world
+    eligible_later = manifest(build_manifest(warehouse, spec("uncapped-later", quality_grades=ALL_GRADES),
+                                             open_data_url=BUCKET_URL, snapshot=key2)).set_index("photo_id")["label_id"]
+    cap = int(eligible_later.value_counts().min()) - 4
+    capped_spec = spec("capped-later", quality_grades=ALL_GRADES, max_per_class=cap)
+    first = manifest(build_manifest(warehouse, capped_spec, open_data_url=BUCKET_URL, snapshot=key1))
+    later = manifest(build_manifest(warehouse, capped_spec, open_data_url=BUCKET_URL, snapshot=key2))
+    fresh = manifest(build_manifest(warehouse, capped_spec.model_copy(update={"name": "capped-fresh"}),
+                                    open_data_url=BUCKET_URL, snapshot=key2))
+
+    still_eligible = first[first["label_id"].to_numpy() == eligible_later.reindex(first["photo_id"]).to_numpy()]
+    assert len(still_eligible) > 0 and set(still_eligible["photo_id"]) <= set(later["photo_id"])
+    assert (later.groupby("label_id").size() <= cap).all()
+    assert set(still_eligible["photo_id"]) - set(fresh["photo_id"]), "the test needs a snapshot whose new photos would displace chosen ones"
+    kept = later.set_index("photo_id").loc[still_eligible["photo_id"], "split"]
+    assert (kept == still_eligible.set_index("photo_id")["split"]).all()
+
+
 def test_max_photos_per_observation_keeps_the_first_positions(world):
     warehouse, (key, _), _, _ = world
     uncapped = manifest(build_manifest(warehouse, spec("per-obs-all"), open_data_url=BUCKET_URL, snapshot=key))
