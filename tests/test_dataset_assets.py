@@ -37,8 +37,15 @@ from bioasset.registry import catalog, manifest_path
 from bioasset.resources import OpenDataBucket, WarehouseResource
 from bioasset.resources.image_store import ImageStoreResource
 from bioasset.sample_bucket import generate_sample_bucket
-from bioasset.selection import dataset_manifest_path, images_index_path, read_manifest_info, taxon_key
+from bioasset.selection import (
+    class_photo_set_hashes,
+    dataset_manifest_path,
+    images_index_path,
+    read_manifest_info,
+    taxon_key,
+)
 from bioasset.jobs import taxon_images_job
+from bioasset.sensors import dataset_sensors
 from bioasset.sensors.dataset_sensors import taxon_images_sensor
 from bioasset.warehouse import DuckDBSettings, Warehouse
 from s3_fixtures import unique_bucket_name, upload_folder_as_bucket
@@ -164,7 +171,7 @@ def wanted_images(manifests: dict[str, pd.DataFrame]) -> dict[str, set[tuple[int
 
 
 @pytest.mark.slow
-def test_datasets_end_to_end_then_a_later_snapshot(tmp_path):
+def test_datasets_end_to_end_then_a_later_snapshot(tmp_path, monkeypatch):
     world = World(tmp_path, n_species=4, photos_per_species=24)
     Definitions.validate_loadable(world.defs)
     with dagster_instance(tmp_path) as instance:
@@ -299,6 +306,23 @@ def test_datasets_end_to_end_then_a_later_snapshot(tmp_path):
         complete = metadata_of(world.run(instance, "dataset_version", "bugs"))
         assert complete["new_version"] is False and complete["version"] == metadata_of(repaired)["version"]
         assert len(catalog(world.warehouse, "bugs")) == 3
+
+        # The sensor asks again for a class whose last run left failed downloads: after a delay that
+        # doubles with each retry, at most MAX_FAILED_RETRIES times for one photo set.
+        monkeypatch.setattr(dataset_sensors, "RETRY_FAILED_AFTER_S", 3600)
+        digest = class_photo_set_hashes(world.warehouse)[changed[0]]
+
+        def failed_run() -> None:
+            instance.report_runless_asset_event(AssetMaterialization(
+                "taxon_images", partition=changed[0], metadata={"photo_set_hash": digest, "failed": 2}))
+
+        failed_run()
+        assert world.sensor_keys(instance) == []  # not due yet
+        monkeypatch.setattr(dataset_sensors, "RETRY_FAILED_AFTER_S", 0)
+        for _ in range(dataset_sensors.MAX_FAILED_RETRIES):
+            assert world.sensor_keys(instance) == [changed[0]]
+            failed_run()
+        assert world.sensor_keys(instance) == []  # retries spent: by hand from here
 
         # --- gc: files no manifest and no version uses ----------------------------------------
         in_use = {f"inaturalist/{size}/{photo}" for items in new_wanted.values() for photo, size in items}

@@ -4,10 +4,20 @@ Each tick fingerprints every class of the current manifests (:func:`bioasset.sel
 the photos, their source URLs and stored sizes) and compares it with the ``photo_set_hash``
 metadata of the class's last ``taxon_images`` materialization. A class with no materialization, or
 another hash, gets one run; the run key is the key and the hash, so a tick never asks twice for
-the same work, and a class that failed is asked again only when its photo set changes (or by hand).
+the same work. A run that failed outright is asked again only when its photo set changes (or by
+hand).
+
+A run that succeeded with some downloads failed (server errors or timeouts past the retries)
+leaves its dataset versions waiting for those photos, so the class is asked again, for those photos
+only: ``RETRY_FAILED_AFTER_S`` after that materialization, then twice as long after each further
+one, ``MAX_FAILED_RETRIES`` times for one photo set. Each retry's run key names the materialization
+it retries.
 """
 
 from __future__ import annotations
+
+import time
+from dataclasses import dataclass
 
 from dagster import (
     AssetKey,
@@ -28,24 +38,68 @@ from bioasset.selection import class_photo_set_hashes
 
 TAXON_IMAGES = AssetKey("taxon_images")
 PHOTO_SET_HASH = "photo_set_hash"
+FAILED = "failed"
 SENSOR_INTERVAL_SECONDS = 120
+RETRY_FAILED_AFTER_S = 15 * 60
+MAX_FAILED_RETRIES = 3
 
 
-def materialized_photo_set_hashes(instance: DagsterInstance, keys: set[str] | None = None) -> dict[str, str]:
-    """``taxa`` partition -> ``photo_set_hash`` of its last ``taxon_images`` materialization."""
+@dataclass(frozen=True)
+class LastDownload:
+    """What the last ``taxon_images`` materialization of a class recorded."""
+
+    photo_set_hash: str
+    failed: int  # images whose download failed
+    storage_id: int
+    timestamp: float
+
+
+def last_downloads(instance: DagsterInstance, keys: set[str] | None = None) -> dict[str, LastDownload]:
+    """``taxa`` partition -> its last ``taxon_images`` materialization."""
     latest = instance.get_latest_storage_id_by_partition(TAXON_IMAGES, DagsterEventType.ASSET_MATERIALIZATION, keys)
     if not latest:
         return {}
     records = instance.fetch_materializations(
         AssetRecordsFilter(asset_key=TAXON_IMAGES, storage_ids=list(latest.values())), limit=len(latest)
     ).records
-    hashes = {}
+    downloads = {}
     for record in records:
         materialization = record.asset_materialization
         value = materialization.metadata.get(PHOTO_SET_HASH) if materialization else None
         if materialization and materialization.partition and value is not None:
-            hashes[materialization.partition] = str(value.value)
-    return hashes
+            failed = materialization.metadata.get(FAILED)
+            downloads[materialization.partition] = LastDownload(
+                str(value.value), int(failed.value) if failed is not None else 0, record.storage_id, record.timestamp
+            )
+    return downloads
+
+
+def failed_retries_so_far(instance: DagsterInstance, key: str, photo_set_hash: str) -> int:
+    """How many materializations of ``key`` for this photo set already ended with failed downloads,
+    less the first: the retries made so far."""
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=TAXON_IMAGES, asset_partitions=[key]), limit=MAX_FAILED_RETRIES + 2
+    ).records  # newest first
+    streak = 0
+    for record in records:
+        metadata = record.asset_materialization.metadata if record.asset_materialization else {}
+        same_set = (value := metadata.get(PHOTO_SET_HASH)) is not None and str(value.value) == photo_set_hash
+        if not same_set or not (failed := metadata.get(FAILED)) or not int(failed.value):
+            break
+        streak += 1
+    return max(0, streak - 1)
+
+
+def due_failed_retries(instance: DagsterInstance, downloads: dict[str, LastDownload], now: float) -> list[str]:
+    """Classes whose last download left failed images and whose next retry is due (see the module notes)."""
+    due = []
+    for key, download in sorted(downloads.items()):
+        if not download.failed:
+            continue
+        retries = failed_retries_so_far(instance, key, download.photo_set_hash)
+        if retries < MAX_FAILED_RETRIES and now - download.timestamp >= RETRY_FAILED_AFTER_S * 2**retries:
+            due.append(key)
+    return due
 
 
 @sensor(
@@ -53,20 +107,29 @@ def materialized_photo_set_hashes(instance: DagsterInstance, keys: set[str] | No
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=DefaultSensorStatus.STOPPED,
     description="Requests taxon_images for each class whose photo set in the current dataset manifests differs from "
-    "its last download (new, removed or relabelled photos, or another image size); unchanged classes get no run.",
+    "its last download (new, removed or relabelled photos, or another image size); unchanged classes get no run. "
+    "A class whose last run left failed downloads is asked again for them, at most 3 times, 15 min, 30 min and "
+    "1 h after each.",
 )
 def taxon_images_sensor(context: SensorEvaluationContext, warehouse: WarehouseResource) -> SensorResult:
     wanted = class_photo_set_hashes(warehouse.warehouse())
     if not wanted:
         return SensorResult(skip_reason="No dataset manifest yet: materialize dataset_manifest first.")
-    have = materialized_photo_set_hashes(context.instance, set(wanted))
-    changed = sorted(key for key, digest in wanted.items() if have.get(key) != digest)
-    if not changed:
+    have = last_downloads(context.instance, set(wanted))
+    changed = sorted(key for key, digest in wanted.items() if key not in have or have[key].photo_set_hash != digest)
+    retry = due_failed_retries(context.instance, {k: v for k, v in have.items() if k in wanted and k not in changed},
+                               time.time())
+    if not changed and not retry:
         return SensorResult(skip_reason=f"The photo sets of all {len(wanted)} classes are downloaded.")
     existing = set(context.instance.get_dynamic_partitions(taxa_partitions.name))
     new_keys = [key for key in changed if key not in existing]
-    context.log.info(f"{len(changed)} of {len(wanted)} classes changed: {', '.join(changed[:20])}")
+    if changed:
+        context.log.info(f"{len(changed)} of {len(wanted)} classes changed: {', '.join(changed[:20])}")
+    if retry:
+        context.log.info(f"{len(retry)} classes again for their failed downloads: {', '.join(retry[:20])}")
     return SensorResult(
-        run_requests=[RunRequest(partition_key=key, run_key=f"{key}:{wanted[key][:16]}") for key in changed],
+        run_requests=[RunRequest(partition_key=key, run_key=f"{key}:{wanted[key][:16]}") for key in changed]
+        + [RunRequest(partition_key=key, run_key=f"{key}:{wanted[key][:16]}:retry-{have[key].storage_id}",
+                      tags={"bioasset/retry_of_failed_downloads": str(have[key].failed)}) for key in retry],
         dynamic_partitions_requests=[taxa_partitions.build_add_request(new_keys)] if new_keys else [],
     )
