@@ -8,7 +8,7 @@ from bioasset.assets.datasets import DATASET_ASSETS
 from bioasset.jobs import ingest_snapshot_job, taxon_images_job
 from bioasset.resources import ImageStoreResource, MlflowResource, OpenDataBucket, WarehouseResource
 from bioasset.sensors import inat_snapshot_sensor
-from bioasset.sensors.dataset_sensors import taxon_images_sensor
+from bioasset.sensors.dataset_sensors import dataset_version_sensor, taxon_images_sensor
 
 defs = Definitions(
     assets=[
@@ -17,7 +17,7 @@ defs = Definitions(
         *CLASSIFIER_ASSETS.assets,
     ],
     jobs=[ingest_snapshot_job, taxon_images_job],
-    sensors=[inat_snapshot_sensor, taxon_images_sensor, CLASSIFIER_ASSETS.automation_sensor],
+    sensors=[inat_snapshot_sensor, taxon_images_sensor, dataset_version_sensor, CLASSIFIER_ASSETS.automation_sensor],
     resources={
         "open_data": OpenDataBucket(),
         "warehouse": WarehouseResource(),

@@ -46,7 +46,7 @@ from bioasset.selection import (
 )
 from bioasset.jobs import taxon_images_job
 from bioasset.sensors import dataset_sensors
-from bioasset.sensors.dataset_sensors import taxon_images_sensor
+from bioasset.sensors.dataset_sensors import dataset_version_sensor, taxon_images_sensor
 from bioasset.warehouse import DuckDBSettings, Warehouse
 from s3_fixtures import unique_bucket_name, upload_folder_as_bucket
 from test_selection import ingest_snapshot
@@ -115,7 +115,7 @@ class World:
                   if asset.key.path[-1] != "taxon_images"),
                 taxon_images_job,
             ],
-            sensors=[taxon_images_sensor],
+            sensors=[taxon_images_sensor, dataset_version_sensor],
             resources=self.resources,
         )
 
@@ -137,6 +137,10 @@ class World:
         for request in result.dynamic_partitions_requests:
             instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
         return sorted(request.partition_key for request in result.run_requests)
+
+    def version_sensor_keys(self, instance: DagsterInstance) -> list[str]:
+        context = build_sensor_context(instance=instance, definitions=self.defs, resources=self.resources)
+        return sorted(request.partition_key for request in dataset_version_sensor(context).run_requests)
 
     def manifests(self) -> dict[str, pd.DataFrame]:
         return {name: pd.read_parquet(dataset_manifest_path(self.warehouse, name)) for name in DATASETS}
@@ -195,6 +199,7 @@ def test_datasets_end_to_end_then_a_later_snapshot(tmp_path, monkeypatch):
         assert sorted(instance.get_dynamic_partitions("taxa")) == sorted(wanted)
 
         # --- downloads: every class once, then nothing ----------------------------------------
+        assert world.version_sensor_keys(instance) == []  # no images yet: nothing to freeze
         assert world.sensor_keys(instance) == sorted(wanted)
         deleted_upstream = set(world.report.missing_image_photo_ids)
         for key in sorted(wanted):
@@ -217,9 +222,11 @@ def test_datasets_end_to_end_then_a_later_snapshot(tmp_path, monkeypatch):
                     assert row.size != RESIZED or min(image.size) == 40
             assert set(index.loc[index["image_path"].isna(), "outcome"]) <= {Outcome.MISSING.value}
         assert world.sensor_keys(instance) == []
+        assert world.version_sensor_keys(instance) == sorted(DATASETS)  # complete: freeze both
 
         # --- a frozen version, with its check -------------------------------------------------
         version_run = world.run(instance, "dataset_version", "bugs")
+        assert world.version_sensor_keys(instance) == sorted(set(DATASETS) - {"bugs"})
         (check,) = version_run.get_asset_check_evaluations()
         assert check.passed and check.metadata["not_downloaded"].value == 0
         version = metadata_of(version_run)
@@ -262,6 +269,7 @@ def test_datasets_end_to_end_then_a_later_snapshot(tmp_path, monkeypatch):
         changed = sorted(key for key in new_wanted if new_wanted[key] != wanted.get(key))
         assert 0 < len(changed) < len(new_wanted), "the sample must change some classes and leave others"
         assert world.sensor_keys(instance) == changed
+        assert "bugs" not in world.version_sensor_keys(instance)  # its changed classes are not downloaded yet
         for key in changed:
             metadata = metadata_of(world.run(instance, "taxon_images", key))
             # Only images no earlier run stored are fetched: a photo that moved class is there already.
@@ -269,6 +277,7 @@ def test_datasets_end_to_end_then_a_later_snapshot(tmp_path, monkeypatch):
             assert metadata["fetched"] == len(fresh), key
             assert metadata["skipped"] == len(new_wanted[key]) - len(fresh) - metadata["missing"], key
         assert world.sensor_keys(instance) == []
+        assert "bugs" in world.version_sensor_keys(instance)
 
         # A stored image lost after its download: no version is frozen, and the failure names it;
         # the class's next run fetches it again, and then the version is frozen.

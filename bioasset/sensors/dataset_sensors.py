@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from dagster import (
     AssetKey,
     AssetRecordsFilter,
+    AssetSelection,
     DagsterEventType,
     DagsterInstance,
     DefaultSensorStatus,
@@ -34,9 +35,11 @@ from dagster import (
 from bioasset.assets.datasets import taxa_partitions
 from bioasset.jobs import taxon_images_job
 from bioasset.resources import WarehouseResource
-from bioasset.selection import class_photo_set_hashes
+from bioasset.selection import class_photo_set_hashes, current_manifests, manifest_with_images, taxon_key
 
 TAXON_IMAGES = AssetKey("taxon_images")
+DATASET_MANIFEST = AssetKey("dataset_manifest")
+DATASET_VERSION = AssetKey("dataset_version")
 PHOTO_SET_HASH = "photo_set_hash"
 FAILED = "failed"
 SENSOR_INTERVAL_SECONDS = 120
@@ -133,3 +136,39 @@ def taxon_images_sensor(context: SensorEvaluationContext, warehouse: WarehouseRe
                       tags={"bioasset/retry_of_failed_downloads": str(have[key].failed)}) for key in retry],
         dynamic_partitions_requests=[taxa_partitions.build_add_request(new_keys)] if new_keys else [],
     )
+
+
+def _latest_storage_id(instance: DagsterInstance, asset: AssetKey, partitions: set[str]) -> int:
+    latest = instance.get_latest_storage_id_by_partition(asset, DagsterEventType.ASSET_MATERIALIZATION, partitions)
+    return max(latest.values(), default=0)
+
+
+@sensor(
+    asset_selection=AssetSelection.assets(DATASET_VERSION),
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+    default_status=DefaultSensorStatus.STOPPED,
+    description="Freezes a dataset version once its images are complete: requests dataset_version for each dataset "
+    "whose manifest or class downloads were materialized after its last version, when no photo of its manifest "
+    "waits for a download or has a failed one.",
+)
+def dataset_version_sensor(context: SensorEvaluationContext, warehouse: WarehouseResource) -> SensorResult:
+    wh = warehouse.warehouse()
+    requests, waiting = [], []
+    for name in current_manifests(wh):
+        table, completeness, _ = manifest_with_images(wh, name)
+        if not completeness.complete:
+            waiting.append(f"{name} ({completeness.not_downloaded} photos not downloaded, {completeness.failed} failed)")
+            continue
+        classes = {taxon_key(int(i), str(n)) for i, n in set(zip(table.column("label_id").to_pylist(),
+                                                                   table.column("label_name").to_pylist()))}
+        upstream = max(_latest_storage_id(context.instance, DATASET_MANIFEST, {name}),
+                       _latest_storage_id(context.instance, TAXON_IMAGES, classes))
+        if upstream > _latest_storage_id(context.instance, DATASET_VERSION, {name}):
+            # Keyed by the newest upstream materialization: one request per change, even if that run fails.
+            requests.append(RunRequest(partition_key=name, run_key=f"{name}:{upstream}"))
+    if waiting:
+        context.log.info(f"Waiting for images: {'; '.join(waiting)}")
+    if not requests:
+        return SensorResult(skip_reason="No dataset has new complete images to freeze"
+                            + (f"; waiting: {'; '.join(waiting)}" if waiting else "."))
+    return SensorResult(run_requests=requests)
