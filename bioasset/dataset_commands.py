@@ -175,16 +175,17 @@ def _diff(args: argparse.Namespace) -> None:
     print(f"{old.ref} -> {new.ref}")
     print(
         f"  {diff.added} added, {diff.removed} removed, {diff.relabelled} relabelled, "
-        f"{diff.resplit} moved between splits, {diff.image_changed} with other image bytes"
+        f"{diff.resplit} moved between splits, {diff.image_changed} with other image bytes, {diff.relicensed} relicensed"
     )
-    changed = [c for c in diff.classes if c.added or c.removed or c.relabelled_in or c.relabelled_out]
+    changed = [c for c in diff.classes if c.added or c.removed or c.relabelled_in or c.relabelled_out or c.relicensed]
     if not changed:
         print("  no class changed")
         return
     print()
     print(format_table([
         {"class": c.label_name, "taxon id": c.label_id, "before": c.before, "after": c.after, "+added": c.added,
-         "-removed": c.removed, "relabelled in": c.relabelled_in, "relabelled out": c.relabelled_out}
+         "-removed": c.removed, "relabelled in": c.relabelled_in, "relabelled out": c.relabelled_out,
+         "relicensed": c.relicensed}
         for c in changed
     ]))
 

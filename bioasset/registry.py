@@ -312,18 +312,21 @@ class ClassChange:
     removed: int
     relabelled_in: int
     relabelled_out: int
+    relicensed: int = 0  # photos in both whose license changed (counted in their new class)
 
 
 @dataclass(frozen=True)
 class ManifestDiff:
-    """Photos added, removed, relabelled (other label_id), resplit (other split) and with other
-    image bytes (other sha256), old -> new; per class and in total."""
+    """Photos added, removed, relabelled (other label_id), resplit (other split), with other
+    image bytes (other sha256) and relicensed (another license, so another attribution), old ->
+    new; per class and in total."""
 
     added: int
     removed: int
     relabelled: int
     resplit: int
     image_changed: int
+    relicensed: int
     classes: tuple[ClassChange, ...]
 
     def to_dict(self) -> dict[str, Any]:
@@ -333,14 +336,15 @@ class ManifestDiff:
 def diff_manifests(con: duckdb.DuckDBPyConnection, old: str | None, new: str) -> ManifestDiff:
     """Compare two manifests, given as relations (table names or ``read_parquet(...)``) that
     ``con`` can read; ``old`` None compares with an empty manifest."""
-    columns = "photo_id, label_id, label_name, split, sha256"
+    columns = "photo_id, label_id, label_name, split, sha256, license"
     old_relation = old or f"(SELECT {columns} FROM {new} WHERE false)"
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE manifest_changes AS
         SELECT o.photo_id AS old_photo, n.photo_id AS new_photo,
                o.label_id AS old_label, o.label_name AS old_name, n.label_id AS new_label, n.label_name AS new_name,
-               o.split AS old_split, n.split AS new_split, o.sha256 AS old_sha256, n.sha256 AS new_sha256
+               o.split AS old_split, n.split AS new_split, o.sha256 AS old_sha256, n.sha256 AS new_sha256,
+               o.photo_id IS NOT NULL AND n.photo_id IS NOT NULL AND o.license IS DISTINCT FROM n.license AS relicensed
         FROM (SELECT {columns} FROM {old_relation}) o FULL OUTER JOIN (SELECT {columns} FROM {new}) n USING (photo_id)
         """
     )
@@ -350,7 +354,8 @@ def diff_manifests(con: duckdb.DuckDBPyConnection, old: str | None, new: str) ->
                count(*) FILTER (WHERE new_photo IS NULL),
                count(*) FILTER (WHERE old_photo IS NOT NULL AND new_photo IS NOT NULL AND old_label IS DISTINCT FROM new_label),
                count(*) FILTER (WHERE old_photo IS NOT NULL AND new_photo IS NOT NULL AND old_split IS DISTINCT FROM new_split),
-               count(*) FILTER (WHERE old_photo IS NOT NULL AND new_photo IS NOT NULL AND old_sha256 IS DISTINCT FROM new_sha256)
+               count(*) FILTER (WHERE old_photo IS NOT NULL AND new_photo IS NOT NULL AND old_sha256 IS DISTINCT FROM new_sha256),
+               count(*) FILTER (WHERE relicensed)
         FROM manifest_changes
         """
     ).fetchone()
@@ -358,16 +363,19 @@ def diff_manifests(con: duckdb.DuckDBPyConnection, old: str | None, new: str) ->
         """
         WITH sides AS (
             SELECT old_label AS label_id, old_name AS label_name, 0 AS is_new,
-                   new_photo IS NULL AS gone, new_photo IS NOT NULL AND new_label IS DISTINCT FROM old_label AS moved
+                   new_photo IS NULL AS gone, new_photo IS NOT NULL AND new_label IS DISTINCT FROM old_label AS moved,
+                   false AS relicensed
             FROM manifest_changes WHERE old_photo IS NOT NULL
             UNION ALL
-            SELECT new_label, new_name, 1, old_photo IS NULL, old_photo IS NOT NULL AND old_label IS DISTINCT FROM new_label
+            SELECT new_label, new_name, 1, old_photo IS NULL, old_photo IS NOT NULL AND old_label IS DISTINCT FROM new_label,
+                   relicensed
             FROM manifest_changes WHERE new_photo IS NOT NULL
         )
         SELECT label_id, arg_max(label_name, is_new) AS label_name,
                count(*) FILTER (WHERE is_new = 0), count(*) FILTER (WHERE is_new = 1),
                count(*) FILTER (WHERE is_new = 1 AND gone), count(*) FILTER (WHERE is_new = 0 AND gone),
-               count(*) FILTER (WHERE is_new = 1 AND moved), count(*) FILTER (WHERE is_new = 0 AND moved)
+               count(*) FILTER (WHERE is_new = 1 AND moved), count(*) FILTER (WHERE is_new = 0 AND moved),
+               count(*) FILTER (WHERE relicensed)
         FROM sides GROUP BY label_id ORDER BY label_name, label_id
         """
     ).fetchall()

@@ -411,7 +411,7 @@ def _read_previous(con: duckdb.DuckDBPyConnection, previous: Path | None) -> pd.
     if previous is None:
         return None
     con.execute(
-        "CREATE TEMP TABLE previous_manifest AS SELECT photo_id, label_id, label_name, split, NULL::VARCHAR AS sha256 "
+        "CREATE TEMP TABLE previous_manifest AS SELECT photo_id, label_id, label_name, split, NULL::VARCHAR AS sha256, license "
         f"FROM read_parquet({sql_string(str(previous))})"
     )
     return con.execute("SELECT photo_id, split FROM previous_manifest").fetchdf()

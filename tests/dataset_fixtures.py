@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ class Photo:
     split: str = "train"
     shade: int = 0
     stored: bool = True
+    license: str | None = None  # default: one of LICENSE_CYCLE by photo id
 
 
 def write_image(store: Path, relative_path: str, shade: int, size: tuple[int, int] = (40, 30)) -> str:
@@ -58,7 +59,7 @@ def manifest_row(store: Path, photo: Photo) -> dict[str, Any]:
     row: dict[str, Any] = {column: None for column in VERSION_COLUMNS}
     for rank, (taxon_id, name) in zip(MAIN_RANKS, lineage):
         row[rank], row[f"{rank}_id"] = name, taxon_id
-    license_ = LICENSE_CYCLE[photo.photo_id % len(LICENSE_CYCLE)]
+    license_ = photo.license or LICENSE_CYCLE[photo.photo_id % len(LICENSE_CYCLE)]
     observer = f"Observer {photo.photo_id % 4}"
     row.update(
         photo_id=photo.photo_id,
@@ -94,7 +95,7 @@ def fake_manifest(photos: list[Photo]) -> pd.DataFrame:
     the text ``photo {id} shade {shade}``. Enough for the registry, which never reads images."""
     rows = []
     for photo in photos:
-        row = manifest_row(Path("/nonexistent"), Photo(photo.photo_id, photo.species, photo.split, photo.shade, stored=False))
+        row = manifest_row(Path("/nonexistent"), replace(photo, stored=False))
         if photo.stored:
             fake = hashlib.sha256(f"photo {photo.photo_id} shade {photo.shade}".encode()).hexdigest()
             row.update(image_path=f"inaturalist/medium/{photo.photo_id}.jpg", sha256=fake, width=40, height=30)

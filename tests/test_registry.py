@@ -252,6 +252,20 @@ def test_diff_counts_per_class_and_in_total(tmp_path):
     }
     backwards = diff_versions(tmp_path, new, old)
     assert (backwards.added, backwards.removed, backwards.relabelled) == (2, 3, 1)
+    assert diff.relicensed == backwards.relicensed == 0
+
+
+def test_diff_counts_relicensed_photos(tmp_path):
+    """Another license means another attribution (and maybe no longer within a spec): reported."""
+    photos = standard_photos()
+    target = photos[0]
+    changed = [replace(p, license="CC-BY-SA") if p is target else p for p in photos]  # not in the fixture's cycle
+    old = freeze(tmp_path, fake_manifest(photos)).version
+    new = freeze(tmp_path, fake_manifest(changed)).version
+    assert new.version != old.version
+    diff = diff_versions(tmp_path, old, new)
+    assert (diff.added, diff.removed, diff.relabelled, diff.relicensed) == (0, 0, 0, 1)
+    assert {c.label_name: c.relicensed for c in diff.classes if c.relicensed} == {target.species: 1}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -294,12 +294,14 @@ def _manifest_metadata(build: ManifestBuild, new_keys: list[str]) -> dict[str, A
     }
     update = build.update
     if update is not None:
-        changed = [c for c in update.classes if c.added or c.removed or c.relabelled_in or c.relabelled_out]
-        metadata |= {"added": update.added, "removed": update.removed, "relabelled": update.relabelled, "resplit": update.resplit}
+        changed = [c for c in update.classes if c.added or c.removed or c.relabelled_in or c.relabelled_out or c.relicensed]
+        metadata |= {"added": update.added, "removed": update.removed, "relabelled": update.relabelled,
+                     "resplit": update.resplit, "relicensed": update.relicensed}
         metadata["update_report"] = markdown_table(
-            ["label_id", "class", "before", "after", "added", "removed", "relabelled in", "relabelled out"],
+            ["label_id", "class", "before", "after", "added", "removed", "relabelled in", "relabelled out", "relicensed"],
             (
-                (c.label_id, c.label_name, c.before, c.after, c.added, c.removed, c.relabelled_in, c.relabelled_out)
+                (c.label_id, c.label_name, c.before, c.after, c.added, c.removed, c.relabelled_in, c.relabelled_out,
+                 c.relicensed)
                 for c in changed[:UPDATE_REPORT_CLASSES]
             ),
         )
