@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
+import socket
+import time
 import uuid
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -73,18 +76,24 @@ def atomic_write_bytes(fs: fsspec.AbstractFileSystem, path: str, data: bytes) ->
         fs.pipe_file(path, data)
 
 
-#: Temporary names of atomic_write_local: a random token per interpreter, the process id (a forked
-#: child shares the token) and a counter; O_EXCL refuses a name that exists anyway.
-_TMP_TOKEN = uuid.uuid4().hex[:12]
+#: Temporary names of atomic_write_local: ``{path}.tmp-{host}-{pid}-{token}-{n}``: this host, the
+#: process id (hex), a random token per interpreter (a forked child shares it, not the pid) and a
+#: counter; O_EXCL refuses a name that exists anyway. Host and pid tell a temporary file that a
+#: killed process left behind (:func:`remove_stale_temp_files`).
+TMP_MARKER = ".tmp-"
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+_TMP_TOKEN = uuid.uuid4().hex[:8]
 _tmp_counter = itertools.count()
 _CREATE_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+#: A temporary file this old is abandoned whoever made it: a write takes milliseconds.
+STALE_TEMP_AGE_S = 3600.0
 
 
 def atomic_write_local(path: str, data: bytes) -> None:
     """``atomic_write_bytes`` for a local path, in the fewest system calls, for hot loops (the image
     download engine writes hundreds of files a second): create the temporary file beside ``path``
     (making the folder only when it is missing), write, rename. No reader ever sees half a file."""
-    tmp = f"{path}.tmp-{_TMP_TOKEN}{os.getpid():x}-{next(_tmp_counter)}"
+    tmp = f"{path}{TMP_MARKER}{_HOST}-{os.getpid():x}-{_TMP_TOKEN}-{next(_tmp_counter)}"
     try:
         fd = os.open(tmp, _CREATE_NEW, 0o666)
     except FileNotFoundError:
@@ -104,6 +113,44 @@ def atomic_write_local(path: str, data: bytes) -> None:
         with suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_temp_files(folder: str) -> int:
+    """Delete the temporary files of :func:`atomic_write_local` in ``folder`` that no write will
+    finish (a process killed mid-write leaves one): made by a process of this host that is gone, or
+    older than ``STALE_TEMP_AGE_S``. Returns how many; a folder that does not exist has none."""
+    removed = 0
+    now = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        _, marker, owner = entry.name.rpartition(TMP_MARKER)
+        if not marker:
+            continue
+        host, _, rest = owner.partition("-")
+        pid = rest.partition("-")[0]
+        try:
+            gone = host == _HOST and pid and not _process_alive(int(pid, 16))
+            if gone or now - entry.stat().st_mtime > STALE_TEMP_AGE_S:
+                os.unlink(entry.path)
+                removed += 1
+        except (FileNotFoundError, ValueError):
+            continue  # renamed by its writer meanwhile, or not one of ours
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if os.name == "nt":
+        return True  # os.kill(pid, 0) would send CTRL_C there; age alone decides
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bioasset import storage
 from bioasset.download import (
     AdaptiveRateLimiter,
     DownloadItem,
@@ -268,7 +269,19 @@ def test_rerun_after_kill_9_has_the_same_checksums_and_refetches_nothing_finishe
         finished = {int(Path(name).stem) for name in stored_files(crashed_store)}
         assert 20 <= len(finished) < count
 
+        folder = crashed_store / "inaturalist/medium"
+        # What a process killed mid-write leaves: a temporary file of a process that is gone (here
+        # made by hand, as the kill may land between writes), and one of a live process (this one).
+        gone = child.pid
+        own = next(folder.glob("*.jpg")).name
+        (folder / f"{own}.tmp-{storage._HOST}-{gone:x}-deadbeef-0").write_bytes(b"half a jp")
+        (folder / f"{own}.tmp-{storage._HOST}-{os.getpid():x}-deadbeef-1").write_bytes(b"in flight")
+        leftovers = {p.name for p in folder.glob("*.tmp-*")}
+
         resumed = download_images(items_for(server, photos), crashed_store, concurrency=4, journal="crash")
+
+        assert [p.name for p in folder.glob("*.tmp-*")] == [f"{own}.tmp-{storage._HOST}-{os.getpid():x}-deadbeef-1"]
+        assert resumed.stale_temp_files_removed == len(leftovers) - 1
 
         assert {r.item.photo_id for r in resumed.with_outcome(Outcome.SKIPPED)} == finished
         assert {r.item.photo_id for r in resumed.with_outcome(Outcome.FETCHED)} == set(photos) - finished

@@ -45,7 +45,7 @@ from bioasset.download.items import (
 )
 from bioasset.download.journal import Journal, StoredImage
 from bioasset.download.workers import LoopWorkers
-from bioasset.storage import atomic_write_bytes, atomic_write_local
+from bioasset.storage import atomic_write_bytes, atomic_write_local, remove_stale_temp_files
 
 DEFAULT_MAX_IMAGE_BYTES = 50 * 1024 * 1024
 
@@ -107,6 +107,7 @@ class DownloadReport:
     bytes_stored: int  # bytes written to the store by this run
     retries: int
     throttled_responses: int
+    stale_temp_files_removed: int = 0  # temporary files of killed earlier runs, deleted from the store
     counts: dict[str, int] = field(init=False)  # outcome -> number of items, every outcome present
 
     def __post_init__(self) -> None:
@@ -132,6 +133,7 @@ class DownloadReport:
             "images_per_s": round(self.images_per_s, 1),
             "retries": self.retries,
             "throttled_responses": self.throttled_responses,
+            "stale_temp_files_removed": self.stale_temp_files_removed,
         }
 
 
@@ -267,6 +269,7 @@ class _Run:
         self.counts = Counter({outcome.value: 0 for outcome in Outcome})
         self.done = 0
         self.bytes_downloaded = 0
+        self.stale_temp_files_removed = 0
         self.started = time.perf_counter()
         self._last_progress = self.started
         #: Atomic writes: plain system calls on a local disk, fsspec elsewhere.
@@ -326,6 +329,7 @@ class _Run:
                 bytes_stored=sum(r.bytes_stored for r in self.results if r and r.outcome == Outcome.FETCHED),
                 retries=fetcher.retries,
                 throttled_responses=fetcher.throttled_responses,
+                stale_temp_files_removed=self.stale_temp_files_removed,
             )
         finally:
             self.cpu_pool.shutdown()
@@ -381,6 +385,8 @@ class _Run:
             if exists is None:
                 folder = self.store.folder_for(self.settings.source, task.stored_size)
                 exists = folder_exists[task.stored_size] = os.path.isdir(folder)
+                if exists:  # what an earlier run killed mid-write left behind
+                    self.stale_temp_files_removed += remove_stale_temp_files(folder)
             if exists:
                 try:
                     task.stored_bytes = os.stat(task.path).st_size
