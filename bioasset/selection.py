@@ -16,7 +16,8 @@ the order the rules apply):
 7. ``min_per_class``: every photo of a class with fewer photos (the class is dropped, reported);
 8. ``max_per_class``: photos beyond the cap, taken round-robin over the class's observers, and
    within an observer round-robin over its observations, both in seeded-hash order; photos the
-   previous manifest had in the class come first, so that the capped selection is stable too;
+   previous manifest (of the same spec) had in the class come first, so that the capped selection
+   is stable across snapshots too;
 9. ``too_few_groups``: a class with fewer than three observations (observers) cannot be split.
 
 The manifest file carries the few facts downstream steps need (source, image size, resize,
@@ -126,6 +127,13 @@ class DuckDBTaxonLookup:
 def dataset_manifest_path(warehouse: Warehouse, name: str) -> Path:
     """``{warehouse}/datasets/{name}/manifest.parquet``: the current manifest of a dataset."""
     return datasets_dir(warehouse) / name / MANIFEST_FILENAME
+
+
+def manifest_class_keys(manifest: str | os.PathLike[str]) -> set[str]:
+    """The ``taxa`` partition keys of the classes of one manifest file."""
+    with duckdb.connect() as con:
+        rows = con.execute(f"SELECT DISTINCT label_id, label_name FROM read_parquet({sql_string(str(manifest))})").fetchall()
+    return {taxon_key(int(label_id), str(label_name)) for label_id, label_name in rows}
 
 
 def current_manifests(warehouse: Warehouse) -> dict[str, Path]:
@@ -259,7 +267,7 @@ def build_manifest(warehouse: Warehouse, spec: DatasetSpec, *, open_data_url: st
             con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet({sql_string(str(path))})")
         excluded, scanned = _select(con, spec)
         previous_splits = _read_previous(con, previous)
-        dropped = _apply_class_limits(con, spec, excluded, has_previous=previous is not None)
+        dropped = _apply_class_limits(con, spec, excluded, keep_previous=_same_spec(previous, info))
         moved = _assign_splits(con, spec, previous_splits, excluded, dropped)
         table = con.sql(_manifest_query(spec, open_data_url)).to_arrow_table()
         if table.num_rows == 0:
@@ -288,6 +296,16 @@ def build_manifest(warehouse: Warehouse, spec: DatasetSpec, *, open_data_url: st
         elapsed_s=time.perf_counter() - started,
         taxon_keys=[taxon_key(i, n) for i, n in zip(class_counts["label_id"], class_counts["label_name"])],
     )
+
+
+def _same_spec(previous: Path | None, info: ManifestInfo) -> bool:
+    """Whether ``previous`` was selected by the same spec (a new snapshot, not a new spec)."""
+    if previous is None:
+        return False
+    try:
+        return read_manifest_info(previous).spec_hash == info.spec_hash
+    except SelectionError:
+        return False  # a frozen version's copy may lack the manifest metadata: start afresh
 
 
 def _previous_manifest(warehouse: Warehouse, name: str) -> Path | None:
@@ -354,13 +372,14 @@ def _select(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple[dict[str
 
 
 def _apply_class_limits(
-    con: duckdb.DuckDBPyConnection, spec: DatasetSpec, excluded: dict[str, int], *, has_previous: bool
+    con: duckdb.DuckDBPyConnection, spec: DatasetSpec, excluded: dict[str, int], *, keep_previous: bool
 ) -> list[DroppedClass]:
     """Drop classes under ``min_per_class``; cap classes over ``max_per_class`` (see the module notes).
 
-    With a previous manifest (``previous_manifest``), the photos it had in a class come first, so
-    a capped class keeps them while they stay eligible and new photos only fill the room left:
-    otherwise every new observer would push out chosen photos, val and test ones included."""
+    With ``keep_previous`` (a previous manifest of the same spec in ``previous_manifest``), the
+    photos it had in a class come first, so a capped class keeps them while they stay eligible and
+    new photos only fill the room left: otherwise every new observer would push out chosen photos,
+    val and test ones included. A changed spec (seed, cap, ...) selects afresh."""
     small = con.execute(
         f"SELECT label_id, any_value(label_name), count(*) AS n FROM eligible GROUP BY label_id HAVING n < {spec.min_per_class}"
     ).fetchall()
@@ -373,15 +392,15 @@ def _apply_class_limits(
     if spec.max_per_class is None:
         return dropped
     seed = sql_string(f"{spec.seed}:")
-    kept = (
+    chosen_before = (
         "EXISTS (SELECT 1 FROM previous_manifest p WHERE p.photo_id = eligible.photo_id AND p.label_id = eligible.label_id)"
-        if has_previous else "false"
+        if keep_previous else "false"
     )
     con.execute(
         f"""
         CREATE TEMP TABLE turns AS
         WITH hashed AS (
-            SELECT photo_id, label_id, observer_id, observation_uuid, photo_turn, {kept} AS kept,
+            SELECT photo_id, label_id, observer_id, observation_uuid, photo_turn, {chosen_before} AS chosen_before,
                    md5({seed} || 'observer:' || coalesce(observer_id::VARCHAR, '')) AS observer_hash,
                    md5({seed} || 'observation:' || observation_uuid) AS observation_hash
             FROM eligible),
@@ -395,7 +414,7 @@ def _apply_class_limits(
         -- The class's photos in round-robin order over its observers.
         SELECT photo_id, row_number() OVER (
                    PARTITION BY label_id
-                   ORDER BY kept DESC, observer_turn, observer_hash, observer_id, observation_turn, photo_id) AS class_turn
+                   ORDER BY chosen_before DESC, observer_turn, observer_hash, observer_id, observation_turn, photo_id) AS class_turn
         FROM observer_turns
         """
     )
@@ -637,6 +656,7 @@ class TaxonImagesBuild:
     index_path: Path
     grid_path: Path | None
     grid_png: bytes | None
+    stale_temp_files_removed: int = 0  # left in the store by a killed earlier run
 
     @property
     def images(self) -> int:
@@ -705,6 +725,7 @@ def download_taxon_images(
         index_path=index_path,
         grid_path=grid_path,
         grid_png=grid,
+        stale_temp_files_removed=sum(r.stale_temp_files_removed for r in reports),
     )
 
 
@@ -785,20 +806,27 @@ def manifest_with_images(warehouse: Warehouse, name: str) -> tuple[pa.Table, Ima
     with warehouse.connect() as con:
         if index_files:
             listing = ", ".join(sql_string(str(p)) for p in index_files)
-            con.execute(f"CREATE VIEW images_index AS SELECT * FROM read_parquet([{listing}], union_by_name = true)")
+            # The file name is the class key, {taxon_id}-{slug}: which class's download a row reports.
+            con.execute(
+                f"CREATE VIEW images_index AS SELECT *, regexp_extract(filename, '(\\d+)-[^/]*\\.parquet$', 1)::BIGINT "
+                f"AS index_label FROM read_parquet([{listing}], union_by_name = true, filename = true)"
+            )
         else:
             empty = ", ".join(f"NULL::{t} AS {c}" for c, t in IMAGES_INDEX_COLUMNS.items())
-            con.execute(f"CREATE VIEW images_index AS SELECT {empty} WHERE false")
-        # A photo may be in several classes' indexes (a genus and a species dataset): a verified one wins.
+            con.execute(f"CREATE VIEW images_index AS SELECT {empty}, NULL::BIGINT AS index_label WHERE false")
+        # A photo may be in several classes' indexes (a genus and a species dataset, or the class it
+        # had before a relabel): a verified image wins; else the word of its own class's download,
+        # which is the one its runs update; else a definitive outcome over a failed one.
         con.execute(
             f"""
             CREATE TEMP TABLE joined AS
-            WITH best AS (
-                SELECT photo_id, image_path, sha256, width, height, outcome FROM images_index
-                WHERE size = {sql_string(info.stored_size)}
-                QUALIFY row_number() OVER (PARTITION BY photo_id ORDER BY image_path IS NULL, outcome) = 1)
             SELECT m.*, b.image_path, b.sha256, b.width, b.height, b.outcome
-            FROM read_parquet({sql_string(str(path))}) m LEFT JOIN best b USING (photo_id)
+            FROM read_parquet({sql_string(str(path))}) m
+            LEFT JOIN (SELECT * FROM images_index WHERE size = {sql_string(info.stored_size)}) b USING (photo_id)
+            QUALIFY row_number() OVER (
+                PARTITION BY m.photo_id
+                ORDER BY b.image_path IS NULL, b.index_label IS DISTINCT FROM m.label_id,
+                         b.outcome = {sql_string(Outcome.FAILED.value)}, b.outcome) = 1
             """
         )
         columns = ", ".join(f'CAST("{c}" AS {t}) AS "{c}"' for c, t in VERSION_COLUMNS.items())

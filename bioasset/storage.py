@@ -81,7 +81,15 @@ def atomic_write_bytes(fs: fsspec.AbstractFileSystem, path: str, data: bytes) ->
 #: counter; O_EXCL refuses a name that exists anyway. Host and pid tell a temporary file that a
 #: killed process left behind (:func:`remove_stale_temp_files`).
 TMP_MARKER = ".tmp-"
-_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+def _pid_namespace() -> str:
+    """Containers may share a host name but not their process ids (Linux PID namespaces)."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return ""
+
+
+_HOST = hashlib.sha1(f"{socket.gethostname()}:{_pid_namespace()}".encode()).hexdigest()[:8]
 _TMP_TOKEN = uuid.uuid4().hex[:8]
 _tmp_counter = itertools.count()
 _CREATE_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
@@ -117,8 +125,9 @@ def atomic_write_local(path: str, data: bytes) -> None:
 
 def remove_stale_temp_files(folder: str) -> int:
     """Delete the temporary files of :func:`atomic_write_local` in ``folder`` that no write will
-    finish (a process killed mid-write leaves one): made by a process of this host that is gone, or
-    older than ``STALE_TEMP_AGE_S``. Returns how many; a folder that does not exist has none."""
+    finish (a process killed mid-write leaves one): made by a process of this host (and PID
+    namespace) that is gone, or older than ``STALE_TEMP_AGE_S``. Returns how many; a folder that
+    does not exist has none. It lists the whole folder: call it after a run that did not finish."""
     removed = 0
     now = time.time()
     try:
@@ -136,8 +145,8 @@ def remove_stale_temp_files(folder: str) -> int:
             if gone or now - entry.stat().st_mtime > STALE_TEMP_AGE_S:
                 os.unlink(entry.path)
                 removed += 1
-        except (FileNotFoundError, ValueError):
-            continue  # renamed by its writer meanwhile, or not one of ours
+        except (OSError, ValueError):
+            continue  # renamed by its writer meanwhile, not ours, or not ours to delete: gc's business
     return removed
 
 

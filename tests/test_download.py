@@ -157,6 +157,21 @@ def test_missing_photos_are_recorded_and_not_retried(server, store):
     assert stored_files(store) == {}
 
 
+def test_errors_no_retry_changes_are_refused_and_exhausted_retries_are_failed(server, store):
+    """refused: no run would get the image (a client error, or bigger than allowed); failed:
+    another run may (server errors past the retries), so dataset versions wait for it."""
+    photos = serve_photos(server, 4)
+    server.inject(photo_path(0), Fault.missing(400))
+    server.inject(photo_path(1), Fault.missing(501))
+    server.inject(photo_path(2), Fault.error(503, times=None))
+    report = download_images(items_for(server, photos), store, max_image_bytes=len(photos[3]) - 1,
+                             max_retries=2, **FAST)
+    assert [r.outcome for r in report.results] == [Outcome.REFUSED, Outcome.REFUSED, Outcome.FAILED, Outcome.REFUSED]
+    assert "HTTP 400" in report.results[0].reason and "max_image_bytes" in report.results[3].reason
+    assert [server.request_count(photo_path(i)) for i in range(4)] == [1, 1, 3, 1]
+    assert report.counts["refused"] == 3 and report.counts["failed"] == 1 and stored_files(store) == {}
+
+
 def test_truncated_transfer_is_retried_and_image_cut_at_source_is_quarantined(server, store):
     photos = serve_photos(server, 2)
     server.inject(photo_path(0), Fault.truncated_body(keep_fraction=0.3, times=2))
@@ -282,6 +297,8 @@ def test_rerun_after_kill_9_has_the_same_checksums_and_refetches_nothing_finishe
 
         assert [p.name for p in folder.glob("*.tmp-*")] == [f"{own}.tmp-{storage._HOST}-{os.getpid():x}-deadbeef-1"]
         assert resumed.stale_temp_files_removed == len(leftovers) - 1
+        # The killed run's marker told the rerun to sweep; a run that finishes leaves none.
+        assert not list(crashed_store.glob("_journal/**/*.running"))
 
         assert {r.item.photo_id for r in resumed.with_outcome(Outcome.SKIPPED)} == finished
         assert {r.item.photo_id for r in resumed.with_outcome(Outcome.FETCHED)} == set(photos) - finished

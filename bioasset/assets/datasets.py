@@ -226,7 +226,7 @@ def build_dataset_assets(specs_dir: str | os.PathLike[str] | None = None) -> Dat
         check = AssetCheckResult(
             check_name=IMAGES_COMPLETE,
             passed=version.images + version.missing_images == completeness.rows,
-            metadata={**_completeness_metadata(completeness), "files_absent_from_store": 0},
+            metadata=_completeness_metadata(completeness),
         )
         return MaterializeResult(
             metadata={
@@ -318,6 +318,7 @@ def _taxon_images_metadata(build: TaxonImagesBuild, store_url: str) -> dict[str,
         "images_per_s": round(build.images_per_s, 1),
         "elapsed_s": round(build.elapsed_s, 3),
         "retries": build.retries,
+        "stale_temp_files_removed": build.stale_temp_files_removed,
         "datasets": ", ".join(build.datasets) or "(none)",
         "sizes": ", ".join(build.sizes) or "(none)",
         "photo_set_hash": build.photo_set_hash,

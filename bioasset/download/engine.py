@@ -13,6 +13,7 @@ import json
 import os
 import time
 from collections import Counter
+from contextlib import suppress
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -54,7 +55,8 @@ class Outcome(StrEnum):
     FETCHED = "fetched"  # downloaded, verified and stored in this run
     SKIPPED = "skipped"  # already in the store and verified (or a duplicate item)
     MISSING = "missing"  # 404/403/410: the metadata points to a deleted or hidden photo
-    FAILED = "failed"  # gave up after retries, or an error that retrying cannot fix
+    FAILED = "failed"  # gave up after retries (5xx, timeouts, throttling), or the store would not take the write: worth another run
+    REFUSED = "refused"  # an HTTP status no retry changes (400, 405, 501, ...), or over max_image_bytes
     QUARANTINED = "quarantined"  # not an image, truncated, corrupt or a bomb: kept under _quarantine/
     INVALID = "invalid"  # the item itself is unsafe or malformed (bad id, size or extension)
 
@@ -270,6 +272,7 @@ class _Run:
         self.done = 0
         self.bytes_downloaded = 0
         self.stale_temp_files_removed = 0
+        self.running_markers: list[str] = []  # see _mark_running
         self.started = time.perf_counter()
         self._last_progress = self.started
         #: Atomic writes: plain system calls on a local disk, fsspec elsewhere.
@@ -335,6 +338,9 @@ class _Run:
             self.cpu_pool.shutdown()
             if self.store_pool is not self.cpu_pool:
                 self.store_pool.shutdown()
+            for marker in self.running_markers:  # finished (or failed with an exception, cleaning up as it went)
+                with suppress(FileNotFoundError):
+                    os.remove(marker)
 
     def _plan(self) -> tuple[list[_Task], list[tuple[int, int]]]:
         """Validate every item up front; invalid ones are finished at once, duplicates later."""
@@ -385,8 +391,7 @@ class _Run:
             if exists is None:
                 folder = self.store.folder_for(self.settings.source, task.stored_size)
                 exists = folder_exists[task.stored_size] = os.path.isdir(folder)
-                if exists:  # what an earlier run killed mid-write left behind
-                    self.stale_temp_files_removed += remove_stale_temp_files(folder)
+                self._mark_running(task.stored_size, folder if exists else None)
             if exists:
                 try:
                     task.stored_bytes = os.stat(task.path).st_size
@@ -418,6 +423,19 @@ class _Run:
         if stored_bytes is None or known is None or known.bytes != stored_bytes:
             return None
         return _stored_result(task.item, Outcome.SKIPPED, task.path, known, reason="in the store and journal")
+
+    def _mark_running(self, stored_size: str, folder: str | None) -> None:
+        """Leave ``{journal}.running`` beside the journal for this run. Found at the start, it says
+        the last run of this journal never finished (killed mid-write, perhaps): then sweep the
+        folder's abandoned temporary files first. Listing a folder shared by every class costs
+        time, so only then."""
+        marker = f"{self.store.journal_path(self.settings.source, stored_size, self.settings.journal)}.running"
+        if folder is not None and os.path.exists(marker):
+            self.stale_temp_files_removed += remove_stale_temp_files(folder)
+        os.makedirs(os.path.dirname(marker), exist_ok=True)
+        with open(marker, "w") as handle:
+            handle.write(f"{os.getpid()}\n")
+        self.running_markers.append(marker)
 
     async def _load_journals(self, stored_sizes: set[str]) -> None:
         for stored_size in sorted(stored_sizes):
@@ -453,8 +471,8 @@ class _Run:
         self.bytes_downloaded += len(fetched.data)
         if fetched.kind == "missing":
             return ItemResult(item, Outcome.MISSING, attempts=fetched.attempts, reason=fetched.reason)
-        if fetched.kind == "failed":
-            return ItemResult(item, Outcome.FAILED, attempts=fetched.attempts, reason=fetched.reason)
+        if fetched.kind in ("failed", "refused"):
+            return ItemResult(item, Outcome(fetched.kind), attempts=fetched.attempts, reason=fetched.reason)
         if fetched.kind == "wrong_content_type":
             rejected = ImageRejected("wrong_content_type", fetched.reason or "not an image content type")
             return await self._quarantine(task, fetched.data, rejected, fetched.attempts)

@@ -10,7 +10,8 @@ What happens to each response:
 - 404, 403, 410 (and 401, 451): missing: the metadata can point to deleted photos; no retry;
 - 429: the shared rate limiter pauses for ``Retry-After`` and slows down; then retry;
 - 408, 5xx, timeouts, dropped connections, bodies cut short: retry with exponential backoff and jitter;
-- anything else: failed.
+  failed when the retries run out (another run may succeed);
+- anything else, and a body over ``max_image_bytes``: refused, with no retry (no retry would change it).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class RetryPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    """What a fetch ended with. ``kind``: ``ok``, ``wrong_content_type``, ``missing`` or ``failed``."""
+    """What a fetch ended with. ``kind``: ``ok``, ``wrong_content_type``, ``missing``, ``failed`` or ``refused``."""
 
     kind: str
     data: bytes = b""
@@ -155,7 +156,7 @@ class Fetcher:
                 self.retries += 1
                 continue
             except _TooLarge as too_large:
-                return Fetched("failed", reason=str(too_large), attempts=attempts)
+                return Fetched("refused", reason=str(too_large), attempts=attempts)
             except _Transient as transient:
                 retries += 1
                 if retries > self.retry.max_retries:
@@ -178,7 +179,7 @@ class Fetcher:
                 if status in RETRY_STATUSES:
                     raise _Transient(f"HTTP {status} {response.reason}")
                 if not 200 <= status < 300:
-                    return Fetched("failed", reason=f"HTTP {status} {response.reason}: not retried", status=status)
+                    return Fetched("refused", reason=f"HTTP {status} {response.reason}: not retried", status=status)
                 body = await self._read_body(response)
                 content_type = response.headers.get("Content-Type", "").lower()
                 if content_type.startswith(NOT_IMAGE_CONTENT_TYPES):

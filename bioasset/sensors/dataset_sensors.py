@@ -33,15 +33,15 @@ from dagster import (
 )
 
 from bioasset.assets.datasets import taxa_partitions
+from bioasset.download import Outcome
 from bioasset.jobs import taxon_images_job
 from bioasset.resources import WarehouseResource
-from bioasset.selection import class_photo_set_hashes, current_manifests, manifest_with_images, taxon_key
+from bioasset.selection import class_photo_set_hashes, current_manifests, manifest_class_keys, manifest_with_images
 
 TAXON_IMAGES = AssetKey("taxon_images")
 DATASET_MANIFEST = AssetKey("dataset_manifest")
 DATASET_VERSION = AssetKey("dataset_version")
 PHOTO_SET_HASH = "photo_set_hash"
-FAILED = "failed"
 SENSOR_INTERVAL_SECONDS = 120
 RETRY_FAILED_AFTER_S = 15 * 60
 MAX_FAILED_RETRIES = 3
@@ -70,7 +70,7 @@ def last_downloads(instance: DagsterInstance, keys: set[str] | None = None) -> d
         materialization = record.asset_materialization
         value = materialization.metadata.get(PHOTO_SET_HASH) if materialization else None
         if materialization and materialization.partition and value is not None:
-            failed = materialization.metadata.get(FAILED)
+            failed = materialization.metadata.get(Outcome.FAILED.value)
             downloads[materialization.partition] = LastDownload(
                 str(value.value), int(failed.value) if failed is not None else 0, record.storage_id, record.timestamp
             )
@@ -87,7 +87,7 @@ def failed_retries_so_far(instance: DagsterInstance, key: str, photo_set_hash: s
     for record in records:
         metadata = record.asset_materialization.metadata if record.asset_materialization else {}
         same_set = (value := metadata.get(PHOTO_SET_HASH)) is not None and str(value.value) == photo_set_hash
-        if not same_set or not (failed := metadata.get(FAILED)) or not int(failed.value):
+        if not same_set or not (failed := metadata.get(Outcome.FAILED.value)) or not int(failed.value):
             break
         streak += 1
     return max(0, streak - 1)
@@ -153,19 +153,23 @@ def _latest_storage_id(instance: DagsterInstance, asset: AssetKey, partitions: s
 )
 def dataset_version_sensor(context: SensorEvaluationContext, warehouse: WarehouseResource) -> SensorResult:
     wh = warehouse.warehouse()
+    partitions_def = context.repository_def.assets_defs_by_key[DATASET_VERSION].partitions_def
+    datasets = set(partitions_def.get_partition_keys()) if partitions_def else set()
     requests, waiting = [], []
-    for name in current_manifests(wh):
-        table, completeness, _ = manifest_with_images(wh, name)
+    for name, manifest in current_manifests(wh).items():
+        if name not in datasets:
+            continue  # a manifest left by a spec that is gone: no partition to run
+        # First the event log (cheap): is anything upstream newer than the last version?
+        upstream = max(_latest_storage_id(context.instance, DATASET_MANIFEST, {name}),
+                       _latest_storage_id(context.instance, TAXON_IMAGES, manifest_class_keys(manifest)))
+        if upstream <= _latest_storage_id(context.instance, DATASET_VERSION, {name}):
+            continue
+        completeness = manifest_with_images(wh, name)[1]
         if not completeness.complete:
             waiting.append(f"{name} ({completeness.not_downloaded} photos not downloaded, {completeness.failed} failed)")
             continue
-        classes = {taxon_key(int(i), str(n)) for i, n in set(zip(table.column("label_id").to_pylist(),
-                                                                   table.column("label_name").to_pylist()))}
-        upstream = max(_latest_storage_id(context.instance, DATASET_MANIFEST, {name}),
-                       _latest_storage_id(context.instance, TAXON_IMAGES, classes))
-        if upstream > _latest_storage_id(context.instance, DATASET_VERSION, {name}):
-            # Keyed by the newest upstream materialization: one request per change, even if that run fails.
-            requests.append(RunRequest(partition_key=name, run_key=f"{name}:{upstream}"))
+        # Keyed by the newest upstream materialization: one request per change, even if that run fails.
+        requests.append(RunRequest(partition_key=name, run_key=f"{name}:{upstream}"))
     if waiting:
         context.log.info(f"Waiting for images: {'; '.join(waiting)}")
     if not requests:
