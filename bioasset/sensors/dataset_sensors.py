@@ -3,9 +3,9 @@
 Each tick fingerprints every class of the current manifests (:func:`bioasset.selection.class_photo_set_hashes`:
 the photos, their source URLs and stored sizes) and compares it with the ``photo_set_hash``
 metadata of the class's last ``taxon_images`` materialization. A class with no materialization, or
-another hash, gets one run; the run key is the key and the hash, so a tick never asks twice for
-the same work. A run that failed outright is asked again only when its photo set changes (or by
-hand).
+another hash, gets one run; the run key is the key, the hash and the class's last
+materialization, so a tick never asks twice for the same work. A run that failed outright is asked
+again only when its photo set changes (or by hand).
 
 A run that succeeded with some downloads failed (server errors or timeouts past the retries)
 leaves its dataset versions waiting for those photos, so the class is asked again, for those photos
@@ -131,7 +131,10 @@ def taxon_images_sensor(context: SensorEvaluationContext, warehouse: WarehouseRe
     if retry:
         context.log.info(f"{len(retry)} classes again for their failed downloads: {', '.join(retry[:20])}")
     return SensorResult(
-        run_requests=[RunRequest(partition_key=key, run_key=f"{key}:{wanted[key][:16]}") for key in changed]
+        # Keyed by the photo set and the class's last materialization: asked once per change, and
+        # again for a set it had before (A -> B -> A) even if A's first run failed outright.
+        run_requests=[RunRequest(partition_key=key, run_key=f"{key}:{wanted[key][:16]}:{have[key].storage_id if key in have else 0}")
+                      for key in changed]
         + [RunRequest(partition_key=key, run_key=f"{key}:{wanted[key][:16]}:retry-{have[key].storage_id}",
                       tags={"bioasset/retry_of_failed_downloads": str(have[key].failed)}) for key in retry],
         dynamic_partitions_requests=[taxa_partitions.build_add_request(new_keys)] if new_keys else [],
