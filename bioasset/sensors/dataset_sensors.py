@@ -93,16 +93,21 @@ def failed_retries_so_far(instance: DagsterInstance, key: str, photo_set_hash: s
     return max(0, streak - 1)
 
 
-def due_failed_retries(instance: DagsterInstance, downloads: dict[str, LastDownload], now: float) -> list[str]:
-    """Classes whose last download left failed images and whose next retry is due (see the module notes)."""
-    due = []
+def due_failed_retries(
+    instance: DagsterInstance, downloads: dict[str, LastDownload], now: float
+) -> tuple[list[str], list[str]]:
+    """Classes whose last download left failed images: those whose next retry is due (see the
+    module notes), and those with no retry left."""
+    due, spent = [], []
     for key, download in sorted(downloads.items()):
         if not download.failed:
             continue
         retries = failed_retries_so_far(instance, key, download.photo_set_hash)
-        if retries < MAX_FAILED_RETRIES and now - download.timestamp >= RETRY_FAILED_AFTER_S * 2**retries:
+        if retries >= MAX_FAILED_RETRIES:
+            spent.append(key)
+        elif now - download.timestamp >= RETRY_FAILED_AFTER_S * 2**retries:
             due.append(key)
-    return due
+    return due, spent
 
 
 @sensor(
@@ -120,8 +125,14 @@ def taxon_images_sensor(context: SensorEvaluationContext, warehouse: WarehouseRe
         return SensorResult(skip_reason="No dataset manifest yet: materialize dataset_manifest first.")
     have = last_downloads(context.instance, set(wanted))
     changed = sorted(key for key, digest in wanted.items() if key not in have or have[key].photo_set_hash != digest)
-    retry = due_failed_retries(context.instance, {k: v for k, v in have.items() if k in wanted and k not in changed},
-                               time.time())
+    retry, spent = due_failed_retries(
+        context.instance, {k: v for k, v in have.items() if k in wanted and k not in changed}, time.time()
+    )
+    if spent:
+        context.log.warning(
+            f"{len(spent)} classes still have failed downloads after {MAX_FAILED_RETRIES} retries: {', '.join(spent[:20])}. "
+            "Fix: check the source, then materialize taxon_images for them by hand (or freeze without them)."
+        )
     if not changed and not retry:
         return SensorResult(skip_reason=f"The photo sets of all {len(wanted)} classes are downloaded.")
     existing = set(context.instance.get_dynamic_partitions(taxa_partitions.name))
