@@ -177,7 +177,7 @@ def _diff(args: argparse.Namespace) -> None:
         f"  {diff.added} added, {diff.removed} removed, {diff.relabelled} relabelled, "
         f"{diff.resplit} moved between splits, {diff.image_changed} with other image bytes, {diff.relicensed} relicensed"
     )
-    changed = [c for c in diff.classes if c.added or c.removed or c.relabelled_in or c.relabelled_out or c.relicensed]
+    changed = [c for c in diff.classes if c.changed]
     if not changed:
         print("  no class changed")
         return

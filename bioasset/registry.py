@@ -314,6 +314,11 @@ class ClassChange:
     relabelled_out: int
     relicensed: int = 0  # photos in both whose license changed (counted in their new class)
 
+    @property
+    def changed(self) -> bool:
+        """Whether any photo of the class came, went, moved class or changed license."""
+        return bool(self.added or self.removed or self.relabelled_in or self.relabelled_out or self.relicensed)
+
 
 @dataclass(frozen=True)
 class ManifestDiff:

@@ -794,6 +794,27 @@ class ImagesCompleteness:
         invalid); failed downloads are not complete."""
         return self.not_downloaded == 0 and self.failed == 0
 
+    def refusal(self, name: str, *, allow_failed: bool = False) -> str | None:
+        """Why the dataset ``name`` cannot be frozen yet, with what to run; None when it can. With
+        ``allow_failed``, failed downloads do not hold it back (they count as missing)."""
+        def some(keys: list[str]) -> str:
+            return ", ".join(keys[:10]) + (" ..." if len(keys) > 10 else "")
+
+        if self.not_downloaded:
+            return (
+                f"{self.not_downloaded} of the {self.rows} photos of {name} have no download yet, in "
+                f"{len(self.not_downloaded_keys)} classes. Fix: materialize taxon_images for "
+                f"{some(self.not_downloaded_keys)} (or switch on taxon_images_sensor), then materialize this again."
+            )
+        if self.failed and not allow_failed:
+            return (
+                f"{self.failed} of the {self.rows} photos of {name} failed to download (server errors or timeouts "
+                f"past the retries), in {len(self.failed_keys)} classes. Fix: materialize taxon_images for "
+                f"{some(self.failed_keys)} again (it fetches only those photos), or run this with "
+                "freeze_with_failed_downloads: true to freeze without them (counted as missing)."
+            )
+        return None
+
 
 def manifest_with_images(warehouse: Warehouse, name: str) -> tuple[pa.Table, ImagesCompleteness, ManifestInfo]:
     """The current manifest of ``name`` joined with the images index (``VERSION_COLUMNS``;
@@ -837,21 +858,24 @@ def manifest_with_images(warehouse: Warehouse, name: str) -> tuple[pa.Table, Ima
         unavailable = dict(
             con.execute("SELECT outcome, count(*) FROM joined WHERE image_path IS NULL AND outcome IS NOT NULL GROUP BY ALL").fetchall()
         )
-        keys = con.execute(
-            "SELECT label_id, min(label_name) FROM joined WHERE outcome IS NULL GROUP BY label_id ORDER BY label_id"
-        ).fetchall()
-        failed_keys = con.execute(
-            f"SELECT label_id, min(label_name) FROM joined WHERE image_path IS NULL AND outcome = "
-            f"{sql_string(Outcome.FAILED.value)} GROUP BY label_id ORDER BY label_id"
-        ).fetchall()
+
+        def class_keys(where: str) -> list[str]:
+            """The taxa partitions of the rows that match ``where``."""
+            rows = con.execute(
+                f"SELECT label_id, min(label_name) FROM joined WHERE {where} GROUP BY label_id ORDER BY label_id"
+            ).fetchall()
+            return [taxon_key(i, n) for i, n in rows]
+
+        not_downloaded_keys = class_keys("outcome IS NULL")
+        failed_keys = class_keys(f"image_path IS NULL AND outcome = {sql_string(Outcome.FAILED.value)}")
     completeness = ImagesCompleteness(
         rows=int(rows),
         verified=int(verified),
         unavailable={k: int(v) for k, v in sorted(unavailable.items())},
         not_downloaded=int(not_downloaded),
-        not_downloaded_keys=[taxon_key(i, n) for i, n in keys],
+        not_downloaded_keys=not_downloaded_keys,
         failed=int(unavailable.get(Outcome.FAILED.value, 0)),
-        failed_keys=[taxon_key(i, n) for i, n in failed_keys],
+        failed_keys=failed_keys,
     )
     return table, completeness, info
 

@@ -61,17 +61,8 @@ def atomic_write_bytes(fs: fsspec.AbstractFileSystem, path: str, data: bytes) ->
     Write to a unique temporary name beside the target, then rename. On object stores a
     single PUT is already atomic, so the rename step is skipped there.
     """
-    parent = path.rsplit("/", 1)[0] if "/" in path else "."
     if is_local(fs):
-        os.makedirs(parent, exist_ok=True)
-        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-        try:
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write_local(path, data)
     else:
         fs.pipe_file(path, data)
 
@@ -98,7 +89,7 @@ STALE_TEMP_AGE_S = 3600.0
 
 
 def atomic_write_local(path: str, data: bytes) -> None:
-    """``atomic_write_bytes`` for a local path, in the fewest system calls, for hot loops (the image
+    """``atomic_write_bytes`` on a local path (which calls this), in the fewest system calls, for hot loops (the image
     download engine writes hundreds of files a second): create the temporary file beside ``path``
     (making the folder only when it is missing), write, rename. No reader ever sees half a file."""
     tmp = f"{path}{TMP_MARKER}{_HOST}-{os.getpid():x}-{_TMP_TOKEN}-{next(_tmp_counter)}"

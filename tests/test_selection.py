@@ -15,7 +15,7 @@ import pytest
 
 from bioasset.dataset_spec import DatasetSpecError, parse_spec
 from bioasset.inat_format import CORE_TABLES, INSECTA_TAXON_ID, MAIN_RANKS
-from bioasset.ingest import fetch_snapshot_files, ingest_table, raw_table_path
+from bioasset.ingest import fetch_snapshot_files, ingest_snapshot_table
 from bioasset.manifest_schema import MANIFEST_COLUMNS, SPLITS
 from bioasset.media import build_media
 from bioasset.sample_bucket import generate_sample_bucket
@@ -46,10 +46,7 @@ def ingest_snapshot(bucket: Path, warehouse: Warehouse, day: date) -> str:
     key = day.isoformat()
     fetch_snapshot_files(fs, root, day, warehouse.raw_dir(key))
     for table in CORE_TABLES:
-        ingest_table(
-            table, raw_table_path(warehouse.raw_dir(key), table), warehouse.table_path(key, table),
-            warehouse.rejects_path(key, table), warehouse,
-        )  # fmt: skip
+        ingest_snapshot_table(warehouse, key, table)
     build_taxonomy(warehouse, warehouse.table_path(key, "taxa"), warehouse.table_path(key, "taxonomy"))
     build_media(
         warehouse, *(warehouse.table_path(key, t) for t in ("photos", "observations", "taxonomy", "observers")),

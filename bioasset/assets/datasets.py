@@ -209,7 +209,9 @@ def build_dataset_assets(specs_dir: str | os.PathLike[str] | None = None) -> Dat
 
         name, wh, store = context.partition_key, warehouse.warehouse(), image_store.store()
         table, completeness, info = manifest_with_images(wh, name)
-        _refuse_incomplete(name, completeness, config.freeze_with_failed_downloads)
+        refusal = completeness.refusal(name, allow_failed=config.freeze_with_failed_downloads)
+        if refusal:
+            raise Failure(refusal, metadata=_completeness_metadata(completeness))
         # Before freezing, so that a version never names files the store does not have.
         absent = absent_store_files(store, [path for path in table.column("image_path").to_pylist() if path])
         if absent:
@@ -294,7 +296,7 @@ def _manifest_metadata(build: ManifestBuild, new_keys: list[str]) -> dict[str, A
     }
     update = build.update
     if update is not None:
-        changed = [c for c in update.classes if c.added or c.removed or c.relabelled_in or c.relabelled_out or c.relicensed]
+        changed = [c for c in update.classes if c.changed]
         metadata |= {"added": update.added, "removed": update.removed, "relabelled": update.relabelled,
                      "resplit": update.resplit, "relicensed": update.relicensed}
         metadata["update_report"] = markdown_table(
@@ -330,31 +332,6 @@ def _taxon_images_metadata(build: TaxonImagesBuild, store_url: str) -> dict[str,
         inline = base64.b64encode(build.grid_png).decode()
         metadata["samples"] = MetadataValue.md(f"![samples of {build.key}](data:image/png;base64,{inline})")
     return metadata
-
-
-def _refuse_incomplete(name: str, completeness: ImagesCompleteness, freeze_with_failed_downloads: bool) -> None:
-    """Failure, with what to run, while photos of ``name`` have no download yet or (unless allowed)
-    a failed one."""
-    def some(keys: list[str]) -> str:
-        return ", ".join(keys[:10]) + (" ..." if len(keys) > 10 else "")
-
-    if completeness.not_downloaded:
-        waiting = completeness.not_downloaded_keys
-        raise Failure(
-            f"{completeness.not_downloaded} of the {completeness.rows} photos of {name} have no download yet, in "
-            f"{len(waiting)} classes. Fix: materialize taxon_images for {some(waiting)} (or switch on "
-            "taxon_images_sensor), then materialize this again.",
-            metadata=_completeness_metadata(completeness),
-        )
-    if completeness.failed and not freeze_with_failed_downloads:
-        failing = completeness.failed_keys
-        raise Failure(
-            f"{completeness.failed} of the {completeness.rows} photos of {name} failed to download (server errors or "
-            f"timeouts past the retries), in {len(failing)} classes. Fix: materialize taxon_images for "
-            f"{some(failing)} again (it fetches only those photos), or run this with freeze_with_failed_downloads: "
-            "true to freeze without them (counted as missing).",
-            metadata=_completeness_metadata(completeness),
-        )
 
 
 def _completeness_metadata(completeness: ImagesCompleteness) -> dict[str, Any]:

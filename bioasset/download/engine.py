@@ -13,9 +13,9 @@ import json
 import os
 import time
 from collections import Counter
-from contextlib import suppress
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from enum import StrEnum
@@ -290,6 +290,8 @@ class _Run:
         try:
             tasks, duplicates = self._plan()
             if self.store.is_local:
+                for stored_size in sorted({task.stored_size for task in tasks}):
+                    self._mark_running(stored_size)
                 tasks = self._look_in_local_store(tasks)
             await self._load_journals({task.stored_size for task in tasks})
             journaled: list[tuple[_Task, ItemResult]] = []
@@ -391,7 +393,6 @@ class _Run:
             if exists is None:
                 folder = self.store.folder_for(self.settings.source, task.stored_size)
                 exists = folder_exists[task.stored_size] = os.path.isdir(folder)
-                self._mark_running(task.stored_size, folder if exists else None)
             if exists:
                 try:
                     task.stored_bytes = os.stat(task.path).st_size
@@ -424,13 +425,14 @@ class _Run:
             return None
         return _stored_result(task.item, Outcome.SKIPPED, task.path, known, reason="in the store and journal")
 
-    def _mark_running(self, stored_size: str, folder: str | None) -> None:
+    def _mark_running(self, stored_size: str) -> None:
         """Leave ``{journal}.running`` beside the journal for this run. Found at the start, it says
         the last run of this journal never finished (killed mid-write, perhaps): then sweep the
         folder's abandoned temporary files first. Listing a folder shared by every class costs
         time, so only then."""
         marker = f"{self.store.journal_path(self.settings.source, stored_size, self.settings.journal)}.running"
-        if folder is not None and os.path.exists(marker):
+        if os.path.exists(marker):
+            folder = self.store.folder_for(self.settings.source, stored_size)
             self.stale_temp_files_removed += remove_stale_temp_files(folder)
         os.makedirs(os.path.dirname(marker), exist_ok=True)
         with open(marker, "w") as handle:

@@ -116,8 +116,8 @@ def due_failed_retries(
     default_status=DefaultSensorStatus.STOPPED,
     description="Requests taxon_images for each class whose photo set in the current dataset manifests differs from "
     "its last download (new, removed or relabelled photos, or another image size); unchanged classes get no run. "
-    "A class whose last run left failed downloads is asked again for them, at most 3 times, 15 min, 30 min and "
-    "1 h after each.",
+    f"A class whose last run left failed downloads is asked again for them, at most {MAX_FAILED_RETRIES} times: "
+    f"{RETRY_FAILED_AFTER_S // 60} min after that run, then twice as long after each further one.",
 )
 def taxon_images_sensor(context: SensorEvaluationContext, warehouse: WarehouseResource) -> SensorResult:
     wanted = class_photo_set_hashes(warehouse.warehouse())
@@ -144,10 +144,14 @@ def taxon_images_sensor(context: SensorEvaluationContext, warehouse: WarehouseRe
     return SensorResult(
         # Keyed by the photo set and the class's last materialization: asked once per change, and
         # again for a set it had before (A -> B -> A) even if A's first run failed outright.
-        run_requests=[RunRequest(partition_key=key, run_key=f"{key}:{wanted[key][:16]}:{have[key].storage_id if key in have else 0}")
-                      for key in changed]
-        + [RunRequest(partition_key=key, run_key=f"{key}:{wanted[key][:16]}:retry-{have[key].storage_id}",
-                      tags={"bioasset/retry_of_failed_downloads": str(have[key].failed)}) for key in retry],
+        run_requests=[
+            RunRequest(partition_key=key, run_key=f"{key}:{wanted[key][:16]}:{have[key].storage_id if key in have else 0}")
+            for key in changed
+        ] + [
+            RunRequest(partition_key=key, run_key=f"{key}:{wanted[key][:16]}:retry-{have[key].storage_id}",
+                       tags={"bioasset/retry_of_failed_downloads": str(have[key].failed)})
+            for key in retry
+        ],
         dynamic_partitions_requests=[taxa_partitions.build_add_request(new_keys)] if new_keys else [],
     )
 
