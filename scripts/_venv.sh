@@ -20,6 +20,15 @@ fi
 STAMP="$VENV/.bioasset-installed"
 WANT="$(cat pyproject.toml | "$VENV/bin/python" -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
+    # A fresh install peaks at about 8.2 GiB (the venv ends at 6.8 GiB: torch ships its CUDA
+    # libraries). pip's own "No space left on device" comes minutes in, halfway through; say it first.
+    NEED_MIB=7680
+    FREE_MIB="$(df -Pm "$VENV" | awk 'NR==2 {print $4}')"
+    if [ -n "$FREE_MIB" ] && [ "$FREE_MIB" -lt "$NEED_MIB" ]; then
+        echo "bioasset: installing into $VENV needs about 7.5 GiB ($NEED_MIB MiB) free on its filesystem, but only ${FREE_MIB} MiB is free." >&2
+        echo "Fix: free disk space there (old clones' .venv folders are 6.8 GiB each), or run from a checkout on a larger disk." >&2
+        exit 2
+    fi
     echo "==> installing bioasset and its dependencies into $VENV (first run takes a few minutes: torch is large)"
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
     "$VENV/bin/python" -m pip install --quiet -e '.[dev]'
