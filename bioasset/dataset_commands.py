@@ -1,4 +1,4 @@
-"""``bioasset datasets``: list, show, diff and export the versions in the dataset registry."""
+"""``bioasset datasets``: list, show, diff, export and verify the versions in the dataset registry."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from bioasset.manifest_schema import SPLITS
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     datasets = subparsers.add_parser(
         "datasets",
-        help="dataset versions in the registry: list, show, diff, export",
+        help="dataset versions in the registry: list, show, diff, export, verify",
         description="Query the dataset registry (versions frozen by the dataset_version asset) and export versions.",
     )
     commands = datasets.add_subparsers(dest="datasets_command", metavar="SUBCOMMAND")
@@ -62,6 +62,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     export.set_defaults(func=export_command)
 
 
+    verify = commands.add_parser(
+        "verify", help="check a version's images against their sha256; --repair downloads them again",
+        description=(
+            "Read every image of a version from the image store and compare it with the sha256 the version recorded. "
+            "Exit status 0 when every image is intact, 1 when some are missing, changed or unreadable. With --repair, "
+            "changed files are moved to _quarantine/ and the problem images are downloaded again from their source "
+            "(with the resize the version's size folder names); an image whose source is unchanged comes back with the "
+            "version's exact bytes. Do not repair while taxon_images runs for the same classes."
+        ),
+    )
+    verify.add_argument("ref", metavar="NAME[@VERSION]")
+    verify.add_argument("--repair", action="store_true", help="set changed files aside and download the problem images again")
+    verify.add_argument("--image-store", help="URL of the image store that image_path is relative to (default: BIOASSET_HOME/images)")
+    _common_options(verify)
+    verify.set_defaults(func=verify_command)
+
+
 def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warehouse", help="the warehouse folder (default: BIOASSET_HOME/warehouse)")
     parser.add_argument("--json", action="store_true", help="print JSON")
@@ -90,17 +107,23 @@ def export_command(args: argparse.Namespace) -> int:
     return _run("export", lambda: _export(args))
 
 
+def verify_command(args: argparse.Namespace) -> int:
+    return _run("verify", lambda: _verify(args))
+
+
 def _run(command: str, action: Any) -> int:
-    """Run ``action``; a registry or export error is printed as one message and exit status 1."""
+    """Run ``action``; a registry, export or verify error is printed as one message and exit
+    status 1. An action may return its own exit status."""
     from bioasset.export import ExportError
     from bioasset.registry import RegistryError
+    from bioasset.version_verify import VerifyError
 
     try:
-        action()
-    except (RegistryError, ExportError) as error:
+        status = action()
+    except (RegistryError, ExportError, VerifyError) as error:
         print(f"bioasset datasets {command}: {error}", file=sys.stderr)
         return 1
-    return 0
+    return status or 0
 
 
 def _warehouse(args: argparse.Namespace):
@@ -205,6 +228,40 @@ def _export(args: argparse.Namespace) -> None:
     print(f"Exported {version.ref} as {report.format} to {report.dest}: {report.images} images ({splits}), "
           f"{report.bytes:,} bytes in {report.elapsed_s:.1f} s")
     print(f"  files: {', '.join(report.files)}")
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from bioasset.version_verify import SHOWN_PROBLEMS, progress_printer, verify_version
+
+    version = _resolve(args, args.ref)
+    report = verify_version(
+        _warehouse(args), version, args.image_store or config.image_store_url(), repair=args.repair,
+        source_options={"endpoint_url": config.s3_endpoint_url()},
+        progress=None if args.json else progress_printer(sys.stderr),
+    )
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return 0 if report.intact else 1
+    counts = report.counts()
+    print(f"{version.ref} in {report.store_url}: {report.checked} images checked in {report.elapsed_s:.1f} s, "
+          f"{report.ok} intact, {counts['missing']} missing, {counts['changed']} changed, {counts['unreadable']} unreadable")
+    if report.repaired:
+        repairs = report.repair_counts()
+        print(f"  repair: {repairs['restored']} restored, {repairs['different']} now different at the source, "
+              f"{repairs['not_restored']} not restored")
+    if report.problems:
+        print()
+        print(format_table([
+            {"photo": p.photo_id, "class": p.taxon_key, "image": p.image_path, "problem": p.problem.value,
+             **({"repair": p.repair.value if p.repair else ""} if report.repaired else {}), "detail": p.repair_detail or p.detail}
+            for p in report.problems[:SHOWN_PROBLEMS]
+        ]))
+        if len(report.problems) > SHOWN_PROBLEMS:
+            print(f"  ... and {len(report.problems) - SHOWN_PROBLEMS} more (--json lists all)")
+    advice = report.advice()
+    if advice:
+        print(f"\n{advice}", file=sys.stderr)
+    return 0 if report.intact else 1
 
 
 # ---------------------------------------------------------------------------------------------

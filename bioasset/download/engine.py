@@ -19,7 +19,6 @@ from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from enum import StrEnum
-from functools import partial
 from typing import Any
 
 from PIL import Image
@@ -46,7 +45,7 @@ from bioasset.download.items import (
 )
 from bioasset.download.journal import Journal, StoredImage
 from bioasset.download.workers import LoopWorkers
-from bioasset.storage import atomic_write_bytes, atomic_write_local, remove_stale_temp_files
+from bioasset.storage import remove_stale_temp_files
 
 DEFAULT_MAX_IMAGE_BYTES = 50 * 1024 * 1024
 
@@ -275,10 +274,6 @@ class _Run:
         self.running_markers: list[str] = []  # see _mark_running
         self.started = time.perf_counter()
         self._last_progress = self.started
-        #: Atomic writes: plain system calls on a local disk, fsspec elsewhere.
-        self.write_bytes: Callable[[str, bytes], None] = (
-            atomic_write_local if store.is_local else partial(atomic_write_bytes, store.fs)
-        )
 
     async def run(self) -> DownloadReport:
         settings = self.settings
@@ -527,7 +522,7 @@ class _Run:
         return self._write(task, self._verify(task, data, True))
 
     def _write(self, task: _Task, verified: VerifiedImage) -> StoredImage:
-        self.write_bytes(task.path, verified.data)
+        self.store.write_atomic(task.path, verified.data)
         return _stored_image(task, verified)
 
     async def _quarantine(self, task: _Task, data: bytes, rejected: ImageRejected, attempts: int) -> ItemResult:
@@ -547,21 +542,9 @@ class _Run:
 
     def _write_quarantine(self, task: _Task, data: bytes | None, rejected: ImageRejected) -> None:
         """Keep the rejected bytes (``data``, or the stored file when None) with a reason beside them."""
-        fs = self.store.fs
-        quarantine_path = self._quarantine_path(task)
-        if data is None:
-            fs.makedirs(quarantine_path.rsplit("/", 1)[0], exist_ok=True)
-            fs.mv(task.path, quarantine_path)
-        else:
-            self.write_bytes(quarantine_path, data)
-        reason = {
-            "photo_id": task.item.photo_id,
-            "source_url": task.item.source_url,
-            "rejection": rejected.kind,
-            "reason": rejected.reason,
-            "quarantined_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        self.write_bytes(f"{quarantine_path}.reason.json", json.dumps(reason, indent=2).encode())
+        reason = {"photo_id": task.item.photo_id, "source_url": task.item.source_url, "rejection": rejected.kind,
+                  "reason": rejected.reason}
+        quarantine_file(self.store, self._quarantine_path(task), reason, data=data, stored_path=task.path)
 
     async def _checkpoint_periodically(self) -> None:
         while True:
@@ -589,6 +572,24 @@ class _Run:
             self.progress(
                 DownloadProgress(self.done, len(self.items), dict(self.counts), self.bytes_downloaded, now - self.started)
             )
+
+
+def quarantine_file(
+    store: ImageStore, quarantine_path: str, reason: Mapping[str, Any], *, data: bytes | None = None,
+    stored_path: str | None = None,
+) -> None:
+    """Keep bytes that are not a sound image at ``quarantine_path``, with ``reason`` (and the time)
+    beside them as ``.reason.json``: ``data`` is written there, or else the file at ``stored_path``
+    is moved there, so the store no longer holds it."""
+    if data is None:
+        if stored_path is None:
+            raise ValueError("quarantine_file needs the bytes (data) or the stored file to move (stored_path)")
+        store.fs.makedirs(quarantine_path.rsplit("/", 1)[0], exist_ok=True)
+        store.fs.mv(stored_path, quarantine_path)
+    else:
+        store.write_atomic(quarantine_path, data)
+    record = {**reason, "quarantined_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    store.write_atomic(f"{quarantine_path}.reason.json", json.dumps(record, indent=2).encode())
 
 
 def _stored_image(task: _Task, verified: VerifiedImage) -> StoredImage:

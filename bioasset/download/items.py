@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import fsspec
 
 from bioasset.inat_format import IMAGE_SIZES, photo_key
-from bioasset.storage import filesystem_for, join
+from bioasset.storage import atomic_write_bytes, atomic_write_local, filesystem_for, join
 
 #: Accepted file extensions -> the Pillow format a resized image is re-encoded to. The bytes may be
 #: any of these formats (sources mislabel some); without a resize they are stored as they came.
@@ -113,6 +115,19 @@ def stored_size_name(size: str, resize_shorter_side: int | None, jpeg_quality: i
     return f"{size}-short{resize_shorter_side}-q{jpeg_quality}"
 
 
+_STORED_SIZE_NAME = re.compile(r"^(?P<size>[a-z0-9_]+)(?:-short(?P<shorter_side>[1-9][0-9]*)-q(?P<quality>[1-9][0-9]*))?$")
+
+
+def parse_stored_size_name(name: str) -> tuple[str, int | None, int | None]:
+    """``(size, resize_shorter_side, jpeg_quality)`` of a size folder named by
+    :func:`stored_size_name`; ValueError for any other name."""
+    match = _STORED_SIZE_NAME.match(name)
+    if match is None:
+        raise ValueError(f"{name!r} is not a stored size name: expected SIZE or SIZE-shortN-qQ, e.g. medium-short256-q90")
+    shorter_side, quality = match["shorter_side"], match["quality"]
+    return match["size"], int(shorter_side) if shorter_side else None, int(quality) if quality else None
+
+
 class ImageStore:
     """The image store at an fsspec URL (a local folder or ``s3://…``).
 
@@ -128,6 +143,10 @@ class ImageStore:
         protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
         #: Local stores are checked with cheap inline syscalls; remote ones off the event loop.
         self.is_local = protocol in ("file", "local")
+        #: ``write_atomic(path, data)``: temp file then rename; plain system calls on a local disk.
+        self.write_atomic: Callable[[str, bytes], None] = (
+            atomic_write_local if self.is_local else partial(atomic_write_bytes, self.fs)
+        )
 
     def __repr__(self) -> str:
         return f"ImageStore({self.url!r})"

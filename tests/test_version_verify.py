@@ -1,0 +1,232 @@
+"""``bioasset datasets verify``: a frozen version's images checked against their sha256 and, with
+``--repair``, downloaded again. Real images served by the loopback HTTP server, resized by the real
+engine into a local folder or a moto S3 image store, frozen by the real registry."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from bioasset.cli import main
+from bioasset.download import DownloadItem, ImageStore, Outcome, download_images
+from bioasset.download.items import parse_stored_size_name, stored_size_name
+from bioasset.export import export_version
+from bioasset.registry import DatasetVersion, freeze_version
+from bioasset.selection import taxon_key
+from bioasset.version_verify import Problem, Repair, verify_version
+from dataset_fixtures import Photo, _frame, manifest_row
+from http_faults import Fault, FaultyHTTPServer
+from s3_fixtures import create_public_bucket, unique_bucket_name
+
+#: Resized on download, so a restored file is the engine's output again, not a copy of the source.
+SHORTER_SIDE, QUALITY = 96, 85
+STORED_SIZE = stored_size_name("medium", SHORTER_SIDE, QUALITY)
+PHOTOS = [Photo(100 + i, species) for i, species in enumerate(["Pieris rapae"] * 3 + ["Apis mellifera"] * 3)]
+
+
+def photo_jpeg(seed: int) -> bytes:
+    """A 320x240 photo-like JPEG: smooth gradients plus noise, so resizing has real work to do."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:240, 0:320]
+    base = np.stack([x * 0.6 + seed * 7, y * 0.8 + 40, (x + y) * 0.3], axis=-1)
+    pixels = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=92)
+    return buffer.getvalue()
+
+
+def source_path(photo_id: int) -> str:
+    return f"/photos/{photo_id}/medium.jpg"
+
+
+@dataclass
+class Frozen:
+    server: FaultyHTTPServer
+    store: ImageStore
+    store_url: str
+    warehouse: Path
+    version: DatasetVersion
+    frame: pd.DataFrame
+
+    def file(self, photo_id: int) -> str:
+        return f"{self.store.root}/inaturalist/{STORED_SIZE}/{photo_id}.jpg"
+
+    def sha256(self, photo_id: int) -> str:
+        return self.frame.set_index("photo_id").loc[photo_id, "sha256"]
+
+
+def freeze_downloaded(server: FaultyHTTPServer, store: ImageStore, store_url: str, warehouse: Path) -> Frozen:
+    """Download PHOTOS as taxon_images would (one engine call per class, journal = class key),
+    then freeze them as the version ``pests``."""
+    for photo in PHOTOS:
+        server.put(source_path(photo.photo_id), photo_jpeg(photo.photo_id))
+    rows = []
+    for species in ("Pieris rapae", "Apis mellifera"):
+        photos = [p for p in PHOTOS if p.species == species]
+        items = [DownloadItem(p.photo_id, server.url(source_path(p.photo_id)), "medium", "jpg") for p in photos]
+        first = manifest_row(Path("/unused"), replace(photos[0], stored=False))
+        report = download_images(items, store, resize_shorter_side=SHORTER_SIDE, jpeg_quality=QUALITY,
+                                 journal=taxon_key(first["label_id"], first["label_name"]))
+        for photo, result in zip(photos, report.results):
+            assert result.outcome == Outcome.FETCHED and min(result.width, result.height) == SHORTER_SIDE
+            row = manifest_row(Path("/unused"), replace(photo, stored=False))
+            row.update(source_url=server.url(source_path(photo.photo_id)), image_path=f"inaturalist/{STORED_SIZE}/{photo.photo_id}.jpg",
+                       sha256=result.sha256, width=result.width, height=result.height)
+            rows.append(row)
+    frame = _frame(rows)
+    version = freeze_version(warehouse, "pests", frame, snapshot="2026-10-27", image_store=store).version
+    return Frozen(server, store, store_url, warehouse, version, frame)
+
+
+@pytest.fixture
+def frozen(tmp_path):
+    with FaultyHTTPServer() as server:
+        store_url = str(tmp_path / "images")
+        yield freeze_downloaded(server, ImageStore(store_url), store_url, tmp_path / "warehouse")
+
+
+def damage(frozen: Frozen, changed: int, missing: int) -> bytes:
+    """Flip one byte of ``changed`` (same size: the journal still vouches for it) and delete
+    ``missing``; returns the original bytes of ``changed``."""
+    fs = frozen.store.fs
+    original = fs.cat_file(frozen.file(changed))
+    damaged = bytearray(original)
+    damaged[len(damaged) // 2] ^= 0xFF
+    fs.pipe_file(frozen.file(changed), bytes(damaged))
+    fs.rm_file(frozen.file(missing))
+    return original
+
+
+def cli(frozen: Frozen, *extra: str) -> int:
+    return main(["datasets", "verify", "pests", "--warehouse", str(frozen.warehouse), "--image-store", frozen.store_url, *extra])
+
+
+def test_an_intact_version_verifies(frozen, capsys):
+    report = verify_version(frozen.warehouse, frozen.version, frozen.store_url)
+
+    assert (report.checked, report.ok, report.problems, report.intact) == (6, 6, [], True)
+    assert report.bytes_read == sum(len(frozen.store.fs.cat_file(frozen.file(p.photo_id))) for p in PHOTOS)
+    assert report.advice() is None
+    assert cli(frozen) == 0
+    assert "6 images checked" in capsys.readouterr().out
+
+
+def test_changed_and_missing_files_are_found_even_where_the_journal_vouches(frozen, capsys):
+    damage(frozen, changed=101, missing=104)
+    # What the download engine sees: the changed file has its journal's size, so a rerun trusts it.
+    rerun = download_images([DownloadItem(101, frozen.server.url(source_path(101)), "medium", "jpg")], frozen.store,
+                            resize_shorter_side=SHORTER_SIDE, jpeg_quality=QUALITY, journal="55626-pieris-rapae")
+    assert rerun.results[0].outcome == Outcome.SKIPPED
+
+    report = verify_version(frozen.warehouse, frozen.version, frozen.store_url)
+
+    assert report.counts() == {"missing": 1, "changed": 1, "unreadable": 0}
+    assert not report.intact and report.ok == 4
+    problems = {p.photo_id: p for p in report.problems}
+    assert problems[101].problem == Problem.CHANGED and frozen.sha256(101) in problems[101].detail
+    assert problems[104].problem == Problem.MISSING
+    assert report.unresolved_classes() == ["47220-apis-mellifera", "55626-pieris-rapae"]
+    assert "--repair" in report.advice()
+
+    assert cli(frozen) == 1
+    captured = capsys.readouterr()
+    assert "1 missing, 1 changed" in captured.out and "inaturalist/medium-short96-q85/101.jpg" in captured.out
+    assert "--repair" in captured.err
+
+
+def test_repair_restores_the_version_bytes_and_keeps_the_journal_true(frozen, capsys, tmp_path):
+    original = damage(frozen, changed=101, missing=104)
+
+    assert cli(frozen, "--repair") == 0
+
+    out = capsys.readouterr().out
+    assert "2 restored, 0 now different at the source, 0 not restored" in out
+    fs = frozen.store.fs
+    assert fs.cat_file(frozen.file(101)) == original
+    assert hashlib.sha256(fs.cat_file(frozen.file(104))).hexdigest() == frozen.sha256(104)
+    # The damaged bytes are kept, with the reason.
+    quarantined = f"{frozen.store.root}/_quarantine/inaturalist/{STORED_SIZE}/101.jpg"
+    assert fs.cat_file(quarantined) != original
+    reason = json.loads(fs.cat_file(f"{quarantined}.reason.json"))
+    assert reason["rejection"] == "changed_since_frozen" and reason["photo_id"] == 101
+    # Each repaired image was fetched once more; the others were not touched.
+    assert {p.photo_id: frozen.server.request_count(source_path(p.photo_id)) for p in PHOTOS} == {
+        100: 1, 101: 2, 102: 1, 103: 1, 104: 2, 105: 1,
+    }
+    # The classes' journals learnt the new files: a taxon_images-style rerun fetches nothing.
+    for key, ids in (("55626-pieris-rapae", (100, 101, 102)), ("47220-apis-mellifera", (103, 104, 105))):
+        items = [DownloadItem(i, frozen.server.url(source_path(i)), "medium", "jpg") for i in ids]
+        rerun = download_images(items, frozen.store, resize_shorter_side=SHORTER_SIDE, jpeg_quality=QUALITY, journal=key)
+        assert [r.outcome for r in rerun.results] == [Outcome.SKIPPED] * 3
+        assert [r.sha256 for r in rerun.results] == [frozen.sha256(i) for i in ids]
+    assert sum(frozen.server.request_count(source_path(p.photo_id)) for p in PHOTOS) == 8
+    # And the version exports whole again (export checks every sha256).
+    export = export_version(frozen.warehouse, frozen.version, tmp_path / "export", format="imagefolder",
+                            image_store=frozen.store_url)
+    assert export.images == 6
+    assert verify_version(frozen.warehouse, frozen.version, frozen.store_url).intact
+
+
+def test_repair_reports_sources_that_changed_or_are_gone(frozen, capsys):
+    damage(frozen, changed=101, missing=104)
+    frozen.server.put(source_path(101), photo_jpeg(seed=999))  # the observer replaced the photo
+    frozen.server.inject(source_path(104), Fault.missing())  # the photo was deleted upstream
+
+    report = verify_version(frozen.warehouse, frozen.version, frozen.store_url, repair=True)
+
+    problems = {p.photo_id: p for p in report.problems}
+    assert problems[101].repair == Repair.DIFFERENT and "the source now gives sha256" in problems[101].repair_detail
+    assert problems[104].repair == Repair.NOT_RESTORED and problems[104].repair_detail.startswith("download missing")
+    assert report.repair_counts() == {"restored": 0, "different": 1, "not_restored": 1}
+    assert not report.intact
+    assert "freeze a new version" in report.advice() and "47220-apis-mellifera" in report.advice()
+    # The class's next taxon_images run indexes the new bytes, so the next version records them.
+    new_sha256 = hashlib.sha256(frozen.store.fs.cat_file(frozen.file(101))).hexdigest()
+    assert new_sha256 != frozen.sha256(101)
+    rerun = download_images([DownloadItem(101, frozen.server.url(source_path(101)), "medium", "jpg")], frozen.store,
+                            resize_shorter_side=SHORTER_SIDE, jpeg_quality=QUALITY, journal="55626-pieris-rapae")
+    assert (rerun.results[0].outcome, rerun.results[0].sha256) == (Outcome.SKIPPED, new_sha256)
+
+    assert cli(frozen, "--json") == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["intact"] is False and data["problems"] == {"missing": 1, "changed": 1, "unreadable": 0}
+    assert sorted(i["photo_id"] for i in data["images"]) == [101, 104]
+    assert data["unresolved_classes"] == ["47220-apis-mellifera", "55626-pieris-rapae"]
+
+
+def test_verify_and_repair_on_an_s3_image_store(moto_s3, tmp_path):
+    bucket = unique_bucket_name("images")
+    create_public_bucket(moto_s3, bucket)
+    store = ImageStore(f"s3://{bucket}/images", endpoint_url=moto_s3, key="testing", secret="testing")
+    with FaultyHTTPServer() as server:
+        frozen = freeze_downloaded(server, store, f"s3://{bucket}/images", tmp_path / "warehouse")
+        original = damage(frozen, changed=102, missing=103)
+
+        report = verify_version(frozen.warehouse, frozen.version, store, repair=True)
+
+        assert report.counts() == {"missing": 1, "changed": 1, "unreadable": 0}
+        assert report.repair_counts() == {"restored": 2, "different": 0, "not_restored": 0} and report.intact
+        assert store.fs.cat_file(frozen.file(102)) == original
+        assert verify_version(frozen.warehouse, frozen.version, store).intact
+
+
+def test_stored_size_names_parse_back():
+    assert parse_stored_size_name("medium") == ("medium", None, None)
+    assert parse_stored_size_name(stored_size_name("large", 256, 90)) == ("large", 256, 90)
+    with pytest.raises(ValueError, match="SIZE-shortN-qQ"):
+        parse_stored_size_name("medium-short0-q90")
+    with pytest.raises(ValueError, match="not a stored size name"):
+        parse_stored_size_name("../medium")
+
+
+def test_unknown_version_is_a_clear_error(frozen, capsys):
+    assert main(["datasets", "verify", "pests@ffff", "--warehouse", str(frozen.warehouse)]) == 1
+    assert "bioasset datasets verify:" in capsys.readouterr().err
