@@ -61,7 +61,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     _common_options(export)
     export.set_defaults(func=export_command)
 
-
     verify = commands.add_parser(
         "verify", help="check a version's images against their sha256; --repair downloads them again",
         description=(
@@ -231,13 +230,13 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from bioasset.version_verify import SHOWN_PROBLEMS, progress_printer, verify_version
+    from bioasset.version_verify import SHOWN_PROBLEMS, verify_version
 
     version = _resolve(args, args.ref)
     report = verify_version(
         _warehouse(args), version, args.image_store or config.image_store_url(), repair=args.repair,
         source_options={"endpoint_url": config.s3_endpoint_url()},
-        progress=None if args.json else progress_printer(sys.stderr),
+        log=lambda line: print(f"  {line}", file=sys.stderr, flush=True),
     )
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))

@@ -46,6 +46,7 @@ from bioasset.registry import (
     as_image_store,
     as_warehouse,
     card_dir,
+    manifest_batches,
     manifest_path,
     query_manifest,
     quoted,
@@ -55,8 +56,6 @@ from bioasset.warehouse import sql_string
 
 FORMATS = ("imagefolder", "webdataset")
 DEFAULT_SHARD_SIZE = 1000
-#: Images read from the store per ``fs.cat`` call (fetched concurrently on S3).
-READ_BATCH = 64
 
 CLASSES_FILE = "classes.csv"
 ATTRIBUTION_CSV = "attribution.csv"
@@ -256,12 +255,8 @@ _SAMPLE_COLUMNS = (
 
 
 def _samples(manifest: Path, order: str) -> Iterator[list[dict[str, Any]]]:
-    """Batches of manifest rows (the columns an export needs) in ``order``, with their bytes."""
-    with duckdb.connect() as con:
-        cursor = con.execute(f"SELECT {_SAMPLE_COLUMNS} FROM read_parquet({sql_string(str(manifest))}) ORDER BY {order}")
-        columns = [d[0] for d in cursor.description]
-        while rows := cursor.fetchmany(READ_BATCH):
-            yield [dict(zip(columns, row)) for row in rows]
+    """Batches of manifest rows (the columns an export needs) in ``order``."""
+    return manifest_batches(manifest, _SAMPLE_COLUMNS, order)
 
 
 def _with_bytes(store: ImageStore, batch: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], bytes]]:

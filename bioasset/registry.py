@@ -23,6 +23,7 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -664,6 +665,25 @@ def ensure_catalog_view(warehouse: WarehouseLike, *, timeout_s: float | None = N
 # ---------------------------------------------------------------------------------------------
 # Image store access (cards and exports)
 # ---------------------------------------------------------------------------------------------
+
+
+#: Manifest rows per batch when images are read with them (one ``fs.cat`` call per batch, which
+#: s3fs fetches concurrently).
+IMAGE_READ_BATCH = 64
+
+
+def manifest_batches(
+    manifest: str | os.PathLike[str], columns: str, order: str, *, where: str = "TRUE", size: int = IMAGE_READ_BATCH
+) -> Iterator[list[dict[str, Any]]]:
+    """The rows of a version manifest (``columns``, filtered by ``where``, in ``order``) in
+    batches of ``size`` dicts, streamed rather than loaded whole."""
+    with duckdb.connect() as con:
+        cursor = con.execute(
+            f"SELECT {columns} FROM read_parquet({sql_string(os.fspath(manifest))}) WHERE {where} ORDER BY {order}"
+        )
+        names = [d[0] for d in cursor.description]
+        while rows := cursor.fetchmany(size):
+            yield [dict(zip(names, row)) for row in rows]
 
 
 def as_image_store(store: ImageStore | str | os.PathLike[str] | None) -> ImageStore:

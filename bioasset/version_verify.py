@@ -9,12 +9,13 @@ image of the version once and compares its sha256 with the version's.
 ``repair`` then moves each changed file to ``_quarantine/`` (with a ``.reason.json``) and downloads
 the missing and changed images again from their ``source_url``, with the engine and the settings
 the version's size folder names (``medium-short256-q90``: resized to 256, quality 90), into the
-journal of their class. Resizing is deterministic for given library versions, so an image whose
+journal of their class (the one its ``taxon_images`` runs keep). Resizing is deterministic for given library versions, so an image whose
 source has not changed comes back with the version's exact bytes; one whose source changed (or
 that is gone upstream) cannot restore this version, and the report says which classes need a new
 ``taxon_images`` run and a new version.
 
-Do not run a repair while ``taxon_images`` runs for the same classes: both write their journals.
+A repair refuses while a ``taxon_images`` run of one of those classes is unfinished (both would
+write its journal), and when every image is missing: that is the wrong image store, not damage.
 """
 
 from __future__ import annotations
@@ -22,28 +23,35 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
 import duckdb
 
-from bioasset.download import DownloadItem, ImageStore, ItemResult, Outcome, download_images
+from bioasset.download import DownloadItem, ImageStore, InvalidItemError, ItemResult, Outcome, download_images
 from bioasset.download.engine import quarantine_file
-from bioasset.download.items import parse_stored_size_name
-from bioasset.registry import DatasetVersion, WarehouseLike, as_image_store, manifest_path, read_store_files
+from bioasset.download.items import parse_stored_size_name, split_image_path
+from bioasset.registry import (
+    DatasetVersion,
+    WarehouseLike,
+    as_image_store,
+    manifest_batches,
+    manifest_path,
+    read_store_files,
+)
 from bioasset.selection import taxon_key
 from bioasset.warehouse import sql_string
 
-#: Images read from the store per ``fs.cat`` call (fetched concurrently on S3).
-READ_BATCH = 64
 #: Problem images named one by one in a report; the counts cover all.
 SHOWN_PROBLEMS = 20
+#: Seconds between two "verified N/M images" lines.
+PROGRESS_INTERVAL_S = 1.0
 
 
 class VerifyError(ValueError):
-    """A verification that cannot run: a version manifest this module cannot read."""
+    """A verification or repair that cannot run; nothing in the store was changed."""
 
 
 class Problem(StrEnum):
@@ -53,9 +61,9 @@ class Problem(StrEnum):
 
 
 class Repair(StrEnum):
-    RESTORED = "restored"  # downloaded again with exactly the version's bytes
+    RESTORED = "restored"  # the store holds the version's exact bytes again
     DIFFERENT = "different"  # downloaded again, but the source now gives other bytes
-    NOT_RESTORED = "not_restored"  # still no readable image: the download failed (gone upstream?) or the store errs
+    NOT_RESTORED = "not_restored"  # still not the version's bytes: the download failed (gone upstream?) or the store errs
 
 
 @dataclass(frozen=True)
@@ -71,7 +79,7 @@ class ImageProblem:
 
     @property
     def taxon_key(self) -> str:
-        """The ``taxa`` partition of the image's class."""
+        """The ``taxa`` partition of the image's class, as the version names it."""
         return taxon_key(self.label_id, self.label_name)
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,30 +114,46 @@ class VerifyReport:
         return {repair.value: found[repair.value] for repair in Repair}
 
     @property
+    def unresolved(self) -> list[ImageProblem]:
+        """The images still not as the version recorded them."""
+        return [p for p in self.problems if p.repair != Repair.RESTORED]
+
+    @property
     def intact(self) -> bool:
         """Every image of the version is in the store with its recorded bytes (after a repair,
         counting the restored ones)."""
-        return all(p.repair == Repair.RESTORED for p in self.problems)
+        return not self.unresolved
+
+    @property
+    def all_missing(self) -> bool:
+        """Not one image is there: the wrong store rather than damage."""
+        return self.checked > 0 and self.counts()[Problem.MISSING.value] == self.checked
 
     def unresolved_classes(self) -> list[str]:
         """``taxa`` partitions of the images still not as the version recorded them."""
-        return sorted({p.taxon_key for p in self.problems if p.repair != Repair.RESTORED})
+        return sorted({p.taxon_key for p in self.unresolved})
 
     def advice(self) -> str | None:
         """What to do next, or None when the version is intact."""
         if self.intact:
             return None
+        if self.all_missing:
+            return (
+                f"Not one of the {self.checked} images of {self.version.ref} is in {self.store_url}: is this the image store "
+                "the version was frozen from? Fix: pass it with --image-store (or set the image_store resource's URL)."
+            )
         classes = self.unresolved_classes()
         named = ", ".join(classes[:10]) + (f" and {len(classes) - 10} more" if len(classes) > 10 else "")
         if not self.repaired:
             return (
-                f"{len(self.problems) - self.repair_counts()[Repair.RESTORED.value]} images of {self.version.ref} are not as "
-                f"frozen (classes {named}). Fix: run this again with --repair, which downloads them again from their source."
+                f"{len(self.unresolved)} images of {self.version.ref} are not as frozen (classes {named}). "
+                "Fix: run this again with --repair, which downloads them again from their source."
             )
         return (
-            f"{len(self.problems) - self.repair_counts()[Repair.RESTORED.value]} images of {self.version.ref} could not be "
-            f"restored: their source is gone or now gives other bytes (classes {named}). This version cannot be exported "
-            "whole any more. Fix: materialize taxon_images for those classes, then dataset_version, to freeze a new version."
+            f"{len(self.unresolved)} images of {self.version.ref} could not be restored: their source is gone or now gives "
+            f"other bytes, or the store refused (classes {named}; see each image's detail). This version cannot be "
+            "exported whole any more. Fix: materialize taxon_images for those classes, then dataset_version, to freeze "
+            "a new version."
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -143,7 +167,7 @@ class VerifyReport:
 
 
 #: The version manifest's columns a verification needs.
-_COLUMNS = "photo_id, label_id, label_name, image_path, sha256, source_url, image_size, extension"
+_COLUMNS = "photo_id, label_id, label_name, image_path, sha256, source_url"
 
 
 def verify_version(
@@ -153,30 +177,46 @@ def verify_version(
     *,
     repair: bool = False,
     source_options: Mapping[str, Any] | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    log: Callable[[str], None] | None = None,
     concurrency: int = 16,
 ) -> VerifyReport:
     """Read every image of ``version`` from ``image_store`` and compare it with the version's
     sha256; with ``repair``, set changed files aside and download the problem images again (see
-    the module's docstring). ``progress(done, total)`` is called after each batch read."""
+    the module's docstring). ``log`` receives progress lines."""
     started = time.perf_counter()
     store = as_image_store(image_store)
     manifest = manifest_path(warehouse, version)
     report = VerifyReport(version, store.url)
-    total = _images_in(manifest)
-    rows_by_photo: dict[int, dict[str, Any]] = {}
-    for batch in _batches(manifest):
-        contents = read_store_files(store, [row["image_path"] for row in batch])
-        for row in batch:
-            report.checked += 1
-            problem = _check(row, contents[row["image_path"]], report)
-            if problem is not None:
-                report.problems.append(problem)
-                rows_by_photo[problem.photo_id] = row
-        if progress is not None:
-            progress(report.checked, total)
+    if not manifest.is_file():
+        raise VerifyError(
+            f"The version manifest {manifest} of {version.ref} is gone, so its images cannot be checked. Fix: restore "
+            "the warehouse's datasets/ folder from a backup, or freeze the dataset again (materialize dataset_version)."
+        )
+    source_urls: dict[int, str] = {}
+    recorded: dict[int, str] = {}
+    last_log = time.monotonic()
+    try:
+        total = _images_in(manifest)
+        for batch in manifest_batches(manifest, _COLUMNS, "image_path", where="image_path IS NOT NULL"):
+            contents = read_store_files(store, [row["image_path"] for row in batch])
+            for row in batch:
+                report.checked += 1
+                problem = _check(row, contents[row["image_path"]], report)
+                if problem is not None:
+                    report.problems.append(problem)
+                    source_urls[problem.photo_id], recorded[problem.photo_id] = row["source_url"], row["sha256"]
+            if log is not None and (report.checked == total or time.monotonic() - last_log >= PROGRESS_INTERVAL_S):
+                last_log = time.monotonic()
+                log(f"verified {report.checked}/{total} images")
+    except duckdb.Error as error:
+        raise VerifyError(
+            f"Cannot read the version manifest {manifest} of {version.ref}: {error}. Fix: restore it from a backup, or "
+            "freeze the dataset again (materialize dataset_version)."
+        ) from error
     if repair and report.problems:
-        report.problems = _repair(store, report.problems, rows_by_photo, source_options, concurrency)
+        if report.all_missing:
+            raise VerifyError(f"{report.advice()} Nothing was downloaded.")
+        report.problems = _repair(store, report.problems, source_urls, recorded, source_options, concurrency, log)
         report.repaired = True
     report.elapsed_s = time.perf_counter() - started
     return report
@@ -184,26 +224,8 @@ def verify_version(
 
 def _images_in(manifest: Any) -> int:
     with duckdb.connect() as con:
-        return con.execute(
-            f"SELECT count(*) FROM read_parquet({sql_string(str(manifest))}) WHERE image_path IS NOT NULL"
-        ).fetchone()[0]
-
-
-def _batches(manifest: Any) -> Iterator[list[dict[str, Any]]]:
-    try:
-        with duckdb.connect() as con:
-            cursor = con.execute(
-                f"SELECT {_COLUMNS} FROM read_parquet({sql_string(str(manifest))}) WHERE image_path IS NOT NULL "
-                "ORDER BY image_path"
-            )
-            columns = [d[0] for d in cursor.description]
-            while rows := cursor.fetchmany(READ_BATCH):
-                yield [dict(zip(columns, row)) for row in rows]
-    except duckdb.Error as error:
-        raise VerifyError(
-            f"Cannot read the version manifest {manifest}: {error}. Fix: the version folder is damaged; "
-            "freeze the dataset again (materialize dataset_version)."
-        ) from error
+        query = f"SELECT count(*) FROM read_parquet({sql_string(str(manifest))}) WHERE image_path IS NOT NULL"
+        return con.execute(query).fetchone()[0]
 
 
 def _check(row: dict[str, Any], content: bytes | Exception, report: VerifyReport) -> ImageProblem | None:
@@ -221,75 +243,123 @@ def _check(row: dict[str, Any], content: bytes | Exception, report: VerifyReport
     return None
 
 
+@dataclass(frozen=True)
+class _Planned:
+    """One problem image's repair, worked out (and checked) before anything in the store moves."""
+
+    problem: ImageProblem
+    item: DownloadItem
+    source: str
+    stored_size: str
+    resize: int | None
+    quality: int | None
+    path: str  # where the file is (or belongs)
+    quarantine_path: str
+    journal: str
+
+
 def _repair(
     store: ImageStore,
     problems: list[ImageProblem],
-    rows: dict[int, dict[str, Any]],
+    source_urls: Mapping[int, str],
+    recorded: Mapping[int, str],
     source_options: Mapping[str, Any] | None,
     concurrency: int,
+    log: Callable[[str], None] | None,
 ) -> list[ImageProblem]:
     """Set changed files aside, download every problem image again, then read each back: only the
     store's bytes say whether the version is whole again."""
-    for problem in problems:
-        if problem.problem == Problem.CHANGED:
-            source, stored_size, photo_id, extension = _parts(problem.image_path)
-            reason = {"photo_id": problem.photo_id, "source_url": rows[problem.photo_id]["source_url"],
-                      "rejection": "changed_since_frozen", "reason": problem.detail}
-            quarantine_file(store, store.quarantine_path_for(source, stored_size, photo_id, extension), reason,
-                            stored_path=store.path_for(source, stored_size, photo_id, extension))
-    # One engine call per class and size folder, into the class's own journal: as if its
-    # taxon_images run had fetched them.
-    groups: dict[tuple[str, str, str], list[ImageProblem]] = {}
-    for problem in problems:
-        source, stored_size, _, _ = _parts(problem.image_path)
-        groups.setdefault((problem.taxon_key, source, stored_size), []).append(problem)
+    plans = [_plan(store, problem, source_urls[problem.photo_id]) for problem in problems]
+    _refuse_unfinished_runs(store, plans)
+    outcome: dict[int, ImageProblem] = {}
+    for plan in plans:
+        if plan.problem.problem != Problem.MISSING:
+            reason = {"photo_id": plan.problem.photo_id, "source_url": plan.item.source_url,
+                      "rejection": "changed_since_frozen", "reason": plan.problem.detail}
+            try:
+                quarantine_file(store, plan.quarantine_path, reason, stored_path=plan.path)
+            except OSError as error:  # left in place, the engine would trust it by its size: do not download
+                outcome[plan.problem.photo_id] = replace(
+                    plan.problem, repair=Repair.NOT_RESTORED,
+                    repair_detail=f"cannot move it aside to {plan.quarantine_path}: {error}",
+                )
+    pending = [plan for plan in plans if plan.problem.photo_id not in outcome]
+    groups: dict[tuple[str, str, str], list[_Planned]] = {}
+    for plan in pending:
+        groups.setdefault((plan.journal, plan.source, plan.stored_size), []).append(plan)
+    if log is not None:
+        log(f"repairing {len(pending)} images of {len(groups)} classes and sizes")
     downloads: dict[int, ItemResult] = {}
-    for (key, source, stored_size), group in sorted(groups.items()):
-        _, resize, quality = parse_stored_size_name(stored_size)
-        items = [
-            DownloadItem(p.photo_id, rows[p.photo_id]["source_url"], rows[p.photo_id]["image_size"], rows[p.photo_id]["extension"])
-            for p in group
-        ]
+    for (journal, source, stored_size), group in sorted(groups.items()):
+        first = group[0]
         report = download_images(
-            items, store, source=source, resize_shorter_side=resize, jpeg_quality=quality or 90, journal=key,
+            [plan.item for plan in group], store, source=source, resize_shorter_side=first.resize,
+            **({"jpeg_quality": first.quality} if first.quality is not None else {}), journal=journal,
             source_options=source_options, concurrency=concurrency,
+            progress=None if log is None else (lambda progress, key=journal: log(f"{key}: {progress}")),
         )
-        downloads.update({p.photo_id: result for p, result in zip(group, report.results)})
-    contents = read_store_files(store, [p.image_path for p in problems])
-    return [_repaired(p, downloads[p.photo_id], contents[p.image_path], rows[p.photo_id]["sha256"]) for p in problems]
+        downloads.update({plan.problem.photo_id: result for plan, result in zip(group, report.results)})
+    contents = read_store_files(store, [plan.problem.image_path for plan in pending])
+    for plan in pending:
+        photo_id = plan.problem.photo_id
+        outcome[photo_id] = _repaired(plan.problem, downloads[photo_id], contents[plan.problem.image_path], recorded[photo_id])
+    return [outcome[problem.photo_id] for problem in problems]
+
+
+def _plan(store: ImageStore, problem: ImageProblem, source_url: str) -> _Planned:
+    """The download and paths that repair ``problem``; VerifyError when the version's image_path
+    cannot be one the engine writes."""
+    try:
+        source, stored_size, photo_id, extension = split_image_path(problem.image_path)
+        size, resize, quality = parse_stored_size_name(stored_size)
+        item = DownloadItem(problem.photo_id, source_url, size, extension)
+        path = store.path_for(source, stored_size, photo_id, extension)
+        quarantine_path = store.quarantine_path_for(source, stored_size, photo_id, extension)
+        if photo_id != str(problem.photo_id):
+            raise InvalidItemError(f"its file name is not the photo id {problem.photo_id}")
+    except (InvalidItemError, ValueError) as error:
+        raise VerifyError(
+            f"Photo {problem.photo_id}: cannot repair its image_path {problem.image_path!r}: {error}. Nothing was moved "
+            "or downloaded. Fix: this version's manifest was not written by bioasset's download engine; freeze the "
+            "dataset again (materialize taxon_images for its classes, then dataset_version)."
+        ) from error
+    journal = _class_journal(store, source, stored_size, problem.label_id, problem.taxon_key)
+    return _Planned(problem, item, source, stored_size, resize, quality, path, quarantine_path, journal)
+
+
+def _class_journal(store: ImageStore, source: str, stored_size: str, label_id: int, fallback: str) -> str:
+    """The journal that the class's ``taxon_images`` runs keep in this size folder: named after
+    its partition key, ``{label_id}-{slug}``. The slug follows the class's current name, which may
+    differ from the version's; without exactly one such journal, the version's key."""
+    folder = store.journal_path(source, stored_size, fallback).rsplit("/", 1)[0]
+    try:
+        names = [entry.rsplit("/", 1)[-1] for entry in store.fs.ls(folder, detail=False)]
+    except FileNotFoundError:
+        return fallback
+    candidates = [name.removesuffix(".jsonl") for name in names if name.startswith(f"{label_id}-") and name.endswith(".jsonl")]
+    return candidates[0] if len(candidates) == 1 else fallback
+
+
+def _refuse_unfinished_runs(store: ImageStore, plans: list[_Planned]) -> None:
+    """VerifyError when a ``taxon_images`` run of a class to repair has not finished: its journal
+    would overwrite the repair's (the engine leaves ``{journal}.running`` while it runs)."""
+    for journal, source, stored_size in sorted({(p.journal, p.source, p.stored_size) for p in plans}):
+        marker = f"{store.journal_path(source, stored_size, journal)}.running"
+        if store.fs.exists(marker):
+            raise VerifyError(
+                f"A taxon_images run of class {journal} has not finished ({marker} exists). Nothing was moved or "
+                "downloaded. Fix: wait for the run to end and repair again; if no run is going (it was killed), "
+                f"materialize taxon_images for {journal} first: its run finishes what the killed one left."
+            )
 
 
 def _repaired(problem: ImageProblem, download: ItemResult, content: bytes | Exception, recorded_sha256: str) -> ImageProblem:
+    downloaded = f"download {download.outcome.value}" + (f": {download.reason}" if download.reason else "")
     if isinstance(content, Exception):
-        detail = f"download {download.outcome.value}" + (f": {download.reason}" if download.reason else "")
-        return replace(problem, repair=Repair.NOT_RESTORED, repair_detail=f"{detail}; store: {type(content).__name__}: {content}")
+        return replace(problem, repair=Repair.NOT_RESTORED, repair_detail=f"{downloaded}; store: {type(content).__name__}: {content}")
     digest = hashlib.sha256(content).hexdigest()
     if digest == recorded_sha256:
         return replace(problem, repair=Repair.RESTORED, repair_detail=f"{download.outcome.value}: bytes as frozen")
-    return replace(problem, repair=Repair.DIFFERENT, repair_detail=f"the source now gives sha256 {digest}")
-
-
-def _parts(image_path: str) -> tuple[str, str, str, str]:
-    """``(source, stored size, photo id, extension)`` of ``{source}/{size}/{photo_id}.{ext}``."""
-    parts = image_path.split("/")
-    name = parts[-1].rpartition(".")
-    if len(parts) != 3 or not name[0] or not name[2]:
-        raise VerifyError(
-            f"image_path {image_path!r} is not SOURCE/SIZE/PHOTO_ID.EXT, the image store's layout. Fix: the version "
-            "manifest was not written by bioasset; freeze the dataset again (materialize dataset_version)."
-        )
-    return parts[0], parts[1], name[0], name[2]
-
-
-def progress_printer(stream: Any, every_s: float = 1.0) -> Callable[[int, int], None]:
-    """A ``progress`` callback that writes ``verified N/M images`` at most every ``every_s``."""
-    last = [time.monotonic()]
-
-    def report(done: int, total: int) -> None:
-        now = time.monotonic()
-        if done == total or now - last[0] >= every_s:
-            last[0] = now
-            print(f"  verified {done}/{total} images", file=stream, flush=True)
-
-    return report
-
+    if download.outcome == Outcome.FETCHED:
+        return replace(problem, repair=Repair.DIFFERENT, repair_detail=f"the source now gives sha256 {digest}")
+    return replace(problem, repair=Repair.NOT_RESTORED, repair_detail=f"{downloaded}; the store still holds sha256 {digest}")

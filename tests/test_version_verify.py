@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -19,9 +20,9 @@ from bioasset.cli import main
 from bioasset.download import DownloadItem, ImageStore, Outcome, download_images
 from bioasset.download.items import parse_stored_size_name, stored_size_name
 from bioasset.export import export_version
-from bioasset.registry import DatasetVersion, freeze_version
+from bioasset.registry import DatasetVersion, freeze_version, manifest_path
 from bioasset.selection import taxon_key
-from bioasset.version_verify import Problem, Repair, verify_version
+from bioasset.version_verify import Problem, Repair, VerifyError, verify_version
 from dataset_fixtures import Photo, _frame, manifest_row
 from http_faults import Fault, FaultyHTTPServer
 from s3_fixtures import create_public_bucket, unique_bucket_name
@@ -29,6 +30,7 @@ from s3_fixtures import create_public_bucket, unique_bucket_name
 #: Resized on download, so a restored file is the engine's output again, not a copy of the source.
 SHORTER_SIDE, QUALITY = 96, 85
 STORED_SIZE = stored_size_name("medium", SHORTER_SIDE, QUALITY)
+RESIZE = {"resize_shorter_side": SHORTER_SIDE, "jpeg_quality": QUALITY}
 PHOTOS = [Photo(100 + i, species) for i, species in enumerate(["Pieris rapae"] * 3 + ["Apis mellifera"] * 3)]
 
 
@@ -55,17 +57,25 @@ class Frozen:
     warehouse: Path
     version: DatasetVersion
     frame: pd.DataFrame
+    stored_size: str = STORED_SIZE
 
     def file(self, photo_id: int) -> str:
-        return f"{self.store.root}/inaturalist/{STORED_SIZE}/{photo_id}.jpg"
+        return f"{self.store.root}/inaturalist/{self.stored_size}/{photo_id}.jpg"
+
+    def journal(self, key: str) -> str:
+        return f"{self.store.root}/_journal/inaturalist/{self.stored_size}/{key}.jsonl"
 
     def sha256(self, photo_id: int) -> str:
         return self.frame.set_index("photo_id").loc[photo_id, "sha256"]
 
 
-def freeze_downloaded(server: FaultyHTTPServer, store: ImageStore, store_url: str, warehouse: Path) -> Frozen:
+def freeze_downloaded(
+    server: FaultyHTTPServer, store: ImageStore, store_url: str, warehouse: Path, resize: dict | None = None
+) -> Frozen:
     """Download PHOTOS as taxon_images would (one engine call per class, journal = class key),
-    then freeze them as the version ``pests``."""
+    then freeze them as the version ``pests``. ``resize``: the engine's resize options (default RESIZE)."""
+    resize = RESIZE if resize is None else resize
+    stored_size = stored_size_name("medium", resize.get("resize_shorter_side"), resize.get("jpeg_quality", 90))
     for photo in PHOTOS:
         server.put(source_path(photo.photo_id), photo_jpeg(photo.photo_id))
     rows = []
@@ -73,24 +83,29 @@ def freeze_downloaded(server: FaultyHTTPServer, store: ImageStore, store_url: st
         photos = [p for p in PHOTOS if p.species == species]
         items = [DownloadItem(p.photo_id, server.url(source_path(p.photo_id)), "medium", "jpg") for p in photos]
         first = manifest_row(Path("/unused"), replace(photos[0], stored=False))
-        report = download_images(items, store, resize_shorter_side=SHORTER_SIDE, jpeg_quality=QUALITY,
-                                 journal=taxon_key(first["label_id"], first["label_name"]))
+        report = download_images(items, store, journal=taxon_key(first["label_id"], first["label_name"]), **resize)
         for photo, result in zip(photos, report.results):
-            assert result.outcome == Outcome.FETCHED and min(result.width, result.height) == SHORTER_SIDE
+            assert result.outcome == Outcome.FETCHED
+            assert min(result.width, result.height) == resize.get("resize_shorter_side", 240)
             row = manifest_row(Path("/unused"), replace(photo, stored=False))
-            row.update(source_url=server.url(source_path(photo.photo_id)), image_path=f"inaturalist/{STORED_SIZE}/{photo.photo_id}.jpg",
+            row.update(source_url=server.url(source_path(photo.photo_id)), image_path=f"inaturalist/{stored_size}/{photo.photo_id}.jpg",
                        sha256=result.sha256, width=result.width, height=result.height)
             rows.append(row)
     frame = _frame(rows)
     version = freeze_version(warehouse, "pests", frame, snapshot="2026-10-27", image_store=store).version
-    return Frozen(server, store, store_url, warehouse, version, frame)
+    return Frozen(server, store, store_url, warehouse, version, frame, stored_size)
 
 
 @pytest.fixture
-def frozen(tmp_path):
+def server():
     with FaultyHTTPServer() as server:
-        store_url = str(tmp_path / "images")
-        yield freeze_downloaded(server, ImageStore(store_url), store_url, tmp_path / "warehouse")
+        yield server
+
+
+@pytest.fixture
+def frozen(server, tmp_path):
+    store_url = str(tmp_path / "images")
+    return freeze_downloaded(server, ImageStore(store_url), store_url, tmp_path / "warehouse")
 
 
 def damage(frozen: Frozen, changed: int, missing: int) -> bytes:
@@ -142,19 +157,24 @@ def test_changed_and_missing_files_are_found_even_where_the_journal_vouches(froz
     assert "--repair" in captured.err
 
 
-def test_repair_restores_the_version_bytes_and_keeps_the_journal_true(frozen, capsys, tmp_path):
+@pytest.mark.parametrize("resize", [RESIZE, {}], ids=["resized", "as-served"])
+def test_repair_restores_the_version_bytes_and_keeps_the_journal_true(resize, server, capsys, tmp_path):
+    store_url = str(tmp_path / "images")
+    frozen = freeze_downloaded(server, ImageStore(store_url), store_url, tmp_path / "warehouse", resize)
     original = damage(frozen, changed=101, missing=104)
+    fs = frozen.store.fs
+    damaged = fs.cat_file(frozen.file(101))
 
     assert cli(frozen, "--repair") == 0
 
-    out = capsys.readouterr().out
-    assert "2 restored, 0 now different at the source, 0 not restored" in out
-    fs = frozen.store.fs
+    captured = capsys.readouterr()
+    assert "2 restored, 0 now different at the source, 0 not restored" in captured.out
+    assert "verified 6/6 images" in captured.err and "repairing 2 images of 2 classes and sizes" in captured.err
     assert fs.cat_file(frozen.file(101)) == original
     assert hashlib.sha256(fs.cat_file(frozen.file(104))).hexdigest() == frozen.sha256(104)
     # The damaged bytes are kept, with the reason.
-    quarantined = f"{frozen.store.root}/_quarantine/inaturalist/{STORED_SIZE}/101.jpg"
-    assert fs.cat_file(quarantined) != original
+    quarantined = f"{frozen.store.root}/_quarantine/inaturalist/{frozen.stored_size}/101.jpg"
+    assert fs.cat_file(quarantined) == damaged
     reason = json.loads(fs.cat_file(f"{quarantined}.reason.json"))
     assert reason["rejection"] == "changed_since_frozen" and reason["photo_id"] == 101
     # Each repaired image was fetched once more; the others were not touched.
@@ -164,7 +184,7 @@ def test_repair_restores_the_version_bytes_and_keeps_the_journal_true(frozen, ca
     # The classes' journals learnt the new files: a taxon_images-style rerun fetches nothing.
     for key, ids in (("55626-pieris-rapae", (100, 101, 102)), ("47220-apis-mellifera", (103, 104, 105))):
         items = [DownloadItem(i, frozen.server.url(source_path(i)), "medium", "jpg") for i in ids]
-        rerun = download_images(items, frozen.store, resize_shorter_side=SHORTER_SIDE, jpeg_quality=QUALITY, journal=key)
+        rerun = download_images(items, frozen.store, journal=key, **resize)
         assert [r.outcome for r in rerun.results] == [Outcome.SKIPPED] * 3
         assert [r.sha256 for r in rerun.results] == [frozen.sha256(i) for i in ids]
     assert sum(frozen.server.request_count(source_path(p.photo_id)) for p in PHOTOS) == 8
@@ -229,4 +249,65 @@ def test_stored_size_names_parse_back():
 
 def test_unknown_version_is_a_clear_error(frozen, capsys):
     assert main(["datasets", "verify", "pests@ffff", "--warehouse", str(frozen.warehouse)]) == 1
-    assert "bioasset datasets verify:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("bioasset datasets verify:") and "Version 'ffff' of dataset 'pests'" in err and "Fix:" in err
+
+
+def test_a_lost_version_manifest_is_a_clear_error(frozen):
+    manifest_path(frozen.warehouse, frozen.version).unlink()
+    with pytest.raises(VerifyError, match=r"The version manifest .*manifest\.parquet of pests@\w+ is gone.*Fix: "):
+        verify_version(frozen.warehouse, frozen.version, frozen.store_url)
+
+
+def test_the_wrong_image_store_is_named_and_never_repaired_into(frozen, tmp_path):
+    empty = str(tmp_path / "another-store")
+
+    report = verify_version(frozen.warehouse, frozen.version, empty)
+    assert report.all_missing and "--image-store" in report.advice()
+    with pytest.raises(VerifyError, match="Nothing was downloaded"):
+        verify_version(frozen.warehouse, frozen.version, empty, repair=True)
+    assert sum(frozen.server.request_count(source_path(p.photo_id)) for p in PHOTOS) == 6
+    assert not os.path.exists(empty)
+
+
+def test_repair_refuses_while_a_class_run_is_unfinished_and_moves_nothing(frozen):
+    original = damage(frozen, changed=101, missing=104)
+    damaged = frozen.store.fs.cat_file(frozen.file(101))
+    marker = Path(frozen.journal("55626-pieris-rapae") + ".running")
+    marker.touch()
+
+    with pytest.raises(VerifyError, match="taxon_images run of class 55626-pieris-rapae has not finished"):
+        verify_version(frozen.warehouse, frozen.version, frozen.store_url, repair=True)
+
+    assert frozen.store.fs.cat_file(frozen.file(101)) == damaged != original
+    assert frozen.server.request_count(source_path(104)) == 1
+    marker.unlink()
+    assert verify_version(frozen.warehouse, frozen.version, frozen.store_url, repair=True).intact
+
+
+def test_repair_uses_the_journal_the_class_keeps_under_its_current_name(frozen):
+    """A class renamed since the version keeps its journal under its new partition key."""
+    renamed = frozen.journal("55626-cabbage-white")
+    os.rename(frozen.journal("55626-pieris-rapae"), renamed)
+    damage(frozen, changed=101, missing=102)
+
+    assert verify_version(frozen.warehouse, frozen.version, frozen.store_url, repair=True).intact
+
+    assert not os.path.exists(frozen.journal("55626-pieris-rapae"))
+    lines = [json.loads(line) for line in Path(renamed).read_text().splitlines()]
+    assert sorted(line["name"] for line in lines) == ["100.jpg", "101.jpg", "102.jpg"]
+
+
+def test_an_image_path_the_engine_would_not_write_is_refused_before_anything_moves(server, tmp_path):
+    store_url = str(tmp_path / "images")
+    frozen = freeze_downloaded(server, ImageStore(store_url), store_url, tmp_path / "warehouse")
+    frame = frozen.frame.copy()
+    frame.loc[frame.photo_id == 101, "image_path"] = f"inaturalist/{STORED_SIZE}/999.jpg"  # not its photo id
+    frame.loc[frame.photo_id == 101, "sha256"] = hashlib.sha256(b"other bytes").hexdigest()  # a version of its own
+    version = freeze_version(frozen.warehouse, "pests", frame, snapshot="2026-10-28", image_store=frozen.store).version
+
+    report = verify_version(frozen.warehouse, version, frozen.store_url)
+    assert [p.photo_id for p in report.problems] == [101]
+    with pytest.raises(VerifyError, match=r"Photo 101: cannot repair its image_path .*999\.jpg.*not the photo id"):
+        verify_version(frozen.warehouse, version, frozen.store_url, repair=True)
+    assert frozen.server.request_count(source_path(101)) == 1

@@ -128,6 +128,17 @@ def parse_stored_size_name(name: str) -> tuple[str, int | None, int | None]:
     return match["size"], int(shorter_side) if shorter_side else None, int(quality) if quality else None
 
 
+def split_image_path(image_path: str) -> tuple[str, str, str, str]:
+    """``(source, size folder, photo id, extension)`` of a store-relative ``image_path`` laid out
+    as ``{source}/{size}/{photo_id}.{ext}``; InvalidItemError for anything else. The parts still
+    go through :meth:`ImageStore.path_for` before any use."""
+    parts = str(image_path).split("/")
+    stem, dot, extension = parts[-1].rpartition(".")
+    if len(parts) != 3 or not (parts[0] and parts[1] and stem and dot and extension):
+        raise InvalidItemError(f"image_path {image_path!r} is not SOURCE/SIZE/PHOTO_ID.EXT, the image store's layout")
+    return parts[0], parts[1], stem, extension
+
+
 class ImageStore:
     """The image store at an fsspec URL (a local folder or ``s3://…``).
 

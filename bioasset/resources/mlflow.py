@@ -46,4 +46,4 @@ class MlflowResource(ConfigurableResource):
 
     def registry_for(self, context) -> MlflowRegistry:
         """:meth:`registry` tagged from an asset (or op) execution context."""
-        return self.registry(context.run_id, context.partition_key if context.has_partition_key else None)
+        return self.registry(context.run.run_id, context.partition_key if context.has_partition_key else None)
