@@ -16,6 +16,7 @@ defs = Definitions(
         *DATASET_ASSETS.assets,
         *CLASSIFIER_ASSETS.assets,
     ],
+    asset_checks=DATASET_ASSETS.checks,
     jobs=[ingest_snapshot_job, taxon_images_job],
     sensors=[inat_snapshot_sensor, taxon_images_sensor, dataset_version_sensor, CLASSIFIER_ASSETS.automation_sensor],
     resources={

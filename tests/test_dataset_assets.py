@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 from dagster import (
     AssetKey,
+    AssetSelection,
     AssetMaterialization,
     DagsterInstance,
     Definitions,
@@ -116,8 +117,16 @@ class World:
                 taxon_images_job,
             ],
             sensors=[taxon_images_sensor, dataset_version_sensor],
+            asset_checks=self.assets.checks,
             resources=self.resources,
         )
+
+    def check_alone(self, instance: DagsterInstance):
+        """``images_match_version`` executed on its own, as from the UI: every dataset's latest version."""
+        job = define_asset_job("images_match_version_job", AssetSelection.checks(self.assets.images_match_version))
+        defs = Definitions(assets=[*INGEST_ASSETS, *self.assets.assets], asset_checks=self.assets.checks, jobs=[job],
+                           resources=self.resources)
+        return checks_of(defs.resolve_job_def("images_match_version_job").execute_in_process(instance=instance))
 
     def ingest(self, instance: DagsterInstance, day: date) -> str:
         """Ingest with the domain functions, and record the taxonomy and media materializations
@@ -157,6 +166,11 @@ def dagster_instance(tmp_path: Path) -> Iterator[DagsterInstance]:
     parent = shm if shm.is_dir() and os.access(shm, os.W_OK) else tmp_path
     with tempfile.TemporaryDirectory(dir=parent, prefix="dagster-") as folder, instance_for_test(temp_dir=folder) as instance:
         yield instance
+
+
+def checks_of(result) -> dict:
+    """The run's asset check evaluations by check name."""
+    return {evaluation.check_name: evaluation for evaluation in result.get_asset_check_evaluations()}
 
 
 def metadata_of(result) -> dict:
@@ -227,10 +241,26 @@ def test_datasets_end_to_end_then_a_later_snapshot(tmp_path, monkeypatch):
         # --- a frozen version, with its check -------------------------------------------------
         version_run = world.run(instance, "dataset_version", "bugs")
         assert world.version_sensor_keys(instance) == sorted(set(DATASETS) - {"bugs"})
-        (check,) = version_run.get_asset_check_evaluations()
-        assert check.passed and check.metadata["not_downloaded"].value == 0
+        checks = checks_of(version_run)
+        assert checks["images_complete"].passed and checks["images_complete"].metadata["not_downloaded"].value == 0
         version = metadata_of(version_run)
         (frozen,) = catalog(world.warehouse, "bugs")
+        assert checks["images_match_version"].passed and checks["images_match_version"].metadata["checked"].value == frozen.images
+
+        # A stored image changed in place (same size: the journal still vouches for it): the
+        # images_match_version check, executed alone, fails and names its class; verify --repair
+        # downloads it again, and the check passes.
+        version_rows = pd.read_parquet(manifest_path(world.warehouse, frozen)).dropna(subset=["image_path"])
+        damaged_row = version_rows.iloc[0]
+        damaged = bytearray((world.store / damaged_row["image_path"]).read_bytes())
+        damaged[len(damaged) // 2] ^= 0xFF
+        (world.store / damaged_row["image_path"]).write_bytes(bytes(damaged))
+        alone = world.check_alone(instance)["images_match_version"]
+        assert not alone.passed and alone.metadata["changed"].value == 1 and alone.metadata["versions"].text == frozen.ref
+        assert taxon_key(damaged_row["label_id"], damaged_row["label_name"]) in alone.metadata["classes_to_repair"].text
+        verify = ["datasets", "verify", "bugs", "--warehouse", str(world.warehouse.root), "--image-store", str(world.store)]
+        assert cli.main(verify) == 1 and cli.main([*verify, "--repair"]) == 0
+        assert world.check_alone(instance)["images_match_version"].passed
         assert version["version"] == frozen.version and version["new_version"] is True and Path(version["card"]).is_file()
         unavailable = manifests["bugs"]["photo_id"].isin(deleted_upstream).sum()
         assert frozen.images == len(manifests["bugs"]) - unavailable and frozen.missing_images == unavailable
@@ -291,7 +321,7 @@ def test_datasets_end_to_end_then_a_later_snapshot(tmp_path, monkeypatch):
         assert len(catalog(world.warehouse, "bugs")) == 1
         assert metadata_of(world.run(instance, "taxon_images", changed[0]))["fetched"] == 1
         repaired = world.run(instance, "dataset_version", "bugs")
-        assert repaired.get_asset_check_evaluations()[0].passed and metadata_of(repaired)["new_version"] is True
+        assert all(check.passed for check in checks_of(repaired).values()) and metadata_of(repaired)["new_version"] is True
         assert len(catalog(world.warehouse, "bugs")) == 2
 
         # A download that failed (server errors past the retries) is worth another try: the version

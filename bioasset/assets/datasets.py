@@ -13,7 +13,9 @@ Thin wrappers over :mod:`bioasset.selection` and :mod:`bioasset.registry`.
 - ``taxon_images`` downloads one class for every dataset that has it. Which classes need a run
   after a manifest changes is decided by ``taxon_images_sensor`` (bioasset/sensors/dataset_sensors.py).
 - ``dataset_version`` freezes a manifest once every class of it is downloaded; its blocking
-  ``images_complete`` check verifies that every image of the version is in the store.
+  ``images_complete`` check verifies that every image of the version is in the store, and the
+  ``images_match_version`` check reads every image of the dataset's latest version back and
+  compares its sha256 (``bioasset datasets verify``; ``--repair`` there downloads damaged ones again).
 """
 
 
@@ -25,7 +27,10 @@ from typing import Any, Optional
 
 from dagster import (
     AllPartitionMapping,
+    AssetCheckExecutionContext,
     AssetCheckResult,
+    AssetCheckSeverity,
+    AssetChecksDefinition,
     AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
@@ -39,13 +44,14 @@ from dagster import (
     MetadataValue,
     StaticPartitionsDefinition,
     asset,
+    asset_check,
 )
 from pydantic import Field
 
 from bioasset.assets.ingest import WAREHOUSE_POOL
 from bioasset.assets.metadata import markdown_table
 from bioasset.dataset_spec import DatasetSpec, load_specs
-from bioasset.registry import card_dir, freeze_version
+from bioasset.registry import card_dir, catalog, freeze_version
 from bioasset.resources import OpenDataBucket, WarehouseResource
 from bioasset.resources.image_store import ImageStoreResource
 from bioasset.selection import (
@@ -65,6 +71,7 @@ DATASETS_GROUP = "datasets"
 taxa_partitions = DynamicPartitionsDefinition(name="taxa")
 
 IMAGES_COMPLETE = "images_complete"
+IMAGES_MATCH_VERSION = "images_match_version"
 
 #: The update report lists at most this many changed classes (the totals count them all).
 UPDATE_REPORT_CLASSES = 50
@@ -103,10 +110,15 @@ class DatasetAssets:
     dataset_manifest: AssetsDefinition
     taxon_images: AssetsDefinition
     dataset_version: AssetsDefinition
+    images_match_version: AssetChecksDefinition
 
     @property
     def assets(self) -> list[AssetsDefinition]:
         return [self.dataset_manifest, self.taxon_images, self.dataset_version]
+
+    @property
+    def checks(self) -> list[AssetChecksDefinition]:
+        return [self.images_match_version]
 
 
 def build_dataset_assets(specs_dir: str | os.PathLike[str] | None = None) -> DatasetAssets:
@@ -252,7 +264,38 @@ def build_dataset_assets(specs_dir: str | os.PathLike[str] | None = None) -> Dat
             check_results=[check],
         )
 
-    return DatasetAssets(folder, datasets_partitions, dataset_manifest, taxon_images, dataset_version)
+    # Not partitioned (partitioned checks are a Dagster preview): in a dataset_version run the check
+    # has the run's partition; executed alone from the UI, it checks every dataset's latest version.
+    @asset_check(
+        asset=dataset_version,
+        name=IMAGES_MATCH_VERSION,
+        blocking=False,
+        description="Reads every image of the dataset's latest version back from the image store and compares it with "
+        "the sha256 the version recorded: a file deleted, cut short or changed in place since the freeze fails it. "
+        "Runs with each dataset_version run; executed alone, it checks every dataset's latest version. Repair with "
+        "`bioasset datasets verify NAME --repair`, which downloads those images again.",
+    )
+    def images_match_version(
+        context: AssetCheckExecutionContext, warehouse: WarehouseResource, image_store: ImageStoreResource
+    ) -> AssetCheckResult:
+        from bioasset.version_verify import verify_version
+
+        wh, store = warehouse.warehouse(), image_store.store()
+        names = [context.partition_key] if context.has_partition_key else list(datasets_partitions.get_partition_keys())
+        latest = {name: versions[-1] for name in names if (versions := catalog(wh, name))}
+        if not latest:
+            return AssetCheckResult(
+                passed=False, severity=AssetCheckSeverity.WARN,
+                description=f"No frozen version of {', '.join(names)} yet. Fix: materialize dataset_version first.",
+            )
+        reports = [verify_version(wh, version, store, log=context.log.info) for version in latest.values()]
+        broken = [report for report in reports if not report.intact]
+        described = " ".join(report.advice() for report in broken) or (
+            f"All {sum(r.checked for r in reports)} images of {', '.join(r.version.ref for r in reports)} are as frozen."
+        )
+        return AssetCheckResult(passed=not broken, description=described, metadata=_verify_metadata(reports))
+
+    return DatasetAssets(folder, datasets_partitions, dataset_manifest, taxon_images, dataset_version, images_match_version)
 
 
 def _source_options(open_data: OpenDataBucket) -> dict[str, Any]:
@@ -332,6 +375,27 @@ def _taxon_images_metadata(build: TaxonImagesBuild, store_url: str) -> dict[str,
         inline = base64.b64encode(build.grid_png).decode()
         metadata["samples"] = MetadataValue.md(f"![samples of {build.key}](data:image/png;base64,{inline})")
     return metadata
+
+
+def _verify_metadata(reports: list[Any]) -> dict[str, Any]:
+    """:class:`bioasset.version_verify.VerifyReport` s (one per version checked) as check metadata."""
+    from bioasset.version_verify import SHOWN_PROBLEMS
+
+    problems = [p for report in reports for p in report.problems]
+    counts = {kind: sum(report.counts()[kind] for report in reports) for kind in reports[0].counts()}
+    return {
+        "versions": ", ".join(report.version.ref for report in reports),
+        "checked": sum(report.checked for report in reports),
+        "intact_images": sum(report.ok for report in reports),
+        **counts,
+        "bytes_read": sum(report.bytes_read for report in reports),
+        "elapsed_s": round(sum(report.elapsed_s for report in reports), 3),
+        "classes_to_repair": ", ".join(sorted({c for report in reports for c in report.unresolved_classes()})) or "(none)",
+        "problems": markdown_table(
+            ["photo_id", "class", "image_path", "problem", "detail"],
+            ((p.photo_id, p.taxon_key, p.image_path, p.problem.value, p.detail) for p in problems[:SHOWN_PROBLEMS]),
+        ),
+    }
 
 
 def _completeness_metadata(completeness: ImagesCompleteness) -> dict[str, Any]:
