@@ -18,6 +18,10 @@ the home (its Dagster instance is not touched):
 
 With ``--baseline REV`` the same is measured for ``bioasset`` as it was at git revision REV
 (``git archive`` into bench/work, first on ``PYTHONPATH``), in the same run.
+
+3. an update that touches every class of the home (all already in the store), the two ways
+   the sensor can ask for it: one ``taxon_images_job`` run per class, one after another, against
+   one ``taxon_images_batch_job`` run for all of them (current code only).
 """
 
 from __future__ import annotations
@@ -90,6 +94,30 @@ def first_partition(env: dict[str, str]) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
+def all_partitions(env: dict[str, str]) -> list[str]:
+    code = "from dagster import DagsterInstance; print(*sorted(DagsterInstance.get().get_dynamic_partitions('taxa')))"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=WORK, check=True)
+    return result.stdout.split()
+
+
+def update_every_class(partitions: list[str], env: dict[str, str]) -> dict[str, dict[str, object]]:
+    """Wall and CPU time of downloading every class (nothing new in any): a run per class, and one batch run."""
+    per_class = [measured([str(DAGSTER), "job", "execute", "-m", "bioasset.definitions", "-j", "taxon_images_job",
+                           "--tags", json.dumps({"dagster/partition": key})], env) for key in partitions]
+    config = WORK / "batch-config.json"
+    config.write_text(json.dumps({"ops": {"download_classes": {"config": {"keys": partitions}}}}))
+    batch = measured([str(DAGSTER), "job", "execute", "-m", "bioasset.definitions", "-j", "taxon_images_batch_job",
+                      "-c", str(config)], env)
+    return {
+        f"{len(partitions)} taxon_images_job runs": {
+            "wall_s": round(sum(run["wall_s"] for run in per_class), 3),
+            "cpu_s": round(sum(run["cpu_s"] for run in per_class), 3),
+            "max_rss_mib": max(run["max_rss_mib"] for run in per_class),
+        },
+        "1 taxon_images_batch_job run": {key: batch[key] for key in ("wall_s", "cpu_s", "max_rss_mib")},
+    }
+
+
 def commands(partition: str, has_job: bool) -> dict[str, list[str]]:
     load = ("import sys, bioasset.definitions; "
             f"print([name for name in {HEAVY_MODULES!r} if name in sys.modules])")
@@ -135,6 +163,13 @@ def main(argv: list[str] | None = None) -> None:
                 rows[code].setdefault(name, []).append(run)
                 print(f"{code:8s} {name:32s} {run['wall_s']:6.2f} s wall {run['cpu_s']:6.2f} s CPU "
                       f"{run['max_rss_mib']:7.1f} MiB", flush=True)
+    partitions = all_partitions(code_env(home, None))
+    updates: dict[str, list[dict[str, object]]] = {}
+    for repeat in range(args.repeats):
+        for name, run in update_every_class(partitions, code_env(home, None)).items():
+            updates.setdefault(name, []).append(run)
+            print(f"update   {name:32s} {run['wall_s']:6.2f} s wall {run['cpu_s']:6.2f} s CPU", flush=True)
+    rows["update every class"] = updates
     medians = {code: {name: {key: statistics.median(run[key] for run in runs)
                              for key in ("wall_s", "cpu_s", "max_rss_mib")}
                       | {"heavy_modules_loaded": runs[0].get("heavy_modules_loaded")}
@@ -147,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
                     "load_average": os.getloadavg()},
         "git_commit": subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
                                      text=True).stdout.strip(),
-        "baseline": baseline, "partition": partition, "repeats": args.repeats,
+        "baseline": baseline, "partition": partition, "classes": len(partitions), "repeats": args.repeats,
         "medians": medians, "runs": rows,
     }
     args.results.parent.mkdir(parents=True, exist_ok=True)
@@ -159,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
 def markdown(results: dict) -> str:
     lines = ["| code | what | wall s | CPU s | peak RSS MiB | heavy modules loaded |", "| --- | --- | ---: | ---: | ---: | --- |"]
     for code, by_name in results["medians"].items():
-        label = f"before (`{results['baseline']}`)" if code == "baseline" else "now"
+        label = {"baseline": f"before (`{results['baseline']}`)", "current": "now"}.get(code, code)
         for name, row in by_name.items():
             heavy = row["heavy_modules_loaded"]
             lines.append(f"| {label} | {name} | {row['wall_s']:.2f} | {row['cpu_s']:.2f} | {row['max_rss_mib']:.0f} "

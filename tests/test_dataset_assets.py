@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 from dagster import (
     AssetKey,
+    AssetRecordsFilter,
     AssetSelection,
     AssetMaterialization,
     DagsterInstance,
@@ -46,6 +47,7 @@ from bioasset.selection import (
     taxon_key,
 )
 from bioasset.jobs import taxon_images_job
+from bioasset.jobs.taxon_images_batch import DOWNLOAD_CLASSES, taxon_images_batch_job
 from bioasset.sensors import dataset_sensors
 from bioasset.sensors.dataset_sensors import dataset_version_sensor, taxon_images_sensor
 from bioasset.warehouse import DuckDBSettings, Warehouse
@@ -115,6 +117,7 @@ class World:
                 *(define_asset_job(f"{asset.key.path[-1]}_job", [asset]) for asset in self.assets.assets
                   if asset.key.path[-1] != "taxon_images"),
                 taxon_images_job,
+                taxon_images_batch_job,
             ],
             sensors=[taxon_images_sensor, dataset_version_sensor],
             asset_checks=self.assets.checks,
@@ -141,11 +144,15 @@ class World:
         job = self.defs.resolve_job_def(f"{asset}_job")
         return job.execute_in_process(instance=instance, partition_key=partition_key, **options)
 
-    def sensor_keys(self, instance: DagsterInstance) -> list[str]:
+    def sensor_requests(self, instance: DagsterInstance) -> list:
         result = taxon_images_sensor(build_sensor_context(instance=instance, definitions=self.defs, resources=self.resources))
         for request in result.dynamic_partitions_requests:
             instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-        return sorted(request.partition_key for request in result.run_requests)
+        return result.run_requests
+
+    def sensor_keys(self, instance: DagsterInstance) -> list[str]:
+        """The classes the sensor asks for, in per-class and batch runs alike."""
+        return sorted(key for request in self.sensor_requests(instance) for key in requested_classes(request))
 
     def version_sensor_keys(self, instance: DagsterInstance) -> list[str]:
         context = build_sensor_context(instance=instance, definitions=self.defs, resources=self.resources)
@@ -166,6 +173,12 @@ def dagster_instance(tmp_path: Path) -> Iterator[DagsterInstance]:
     parent = shm if shm.is_dir() and os.access(shm, os.W_OK) else tmp_path
     with tempfile.TemporaryDirectory(dir=parent, prefix="dagster-") as folder, instance_for_test(temp_dir=folder) as instance:
         yield instance
+
+
+def requested_classes(request) -> list[str]:
+    if request.job_name == taxon_images_batch_job.name:
+        return request.run_config["ops"][DOWNLOAD_CLASSES]["config"]["keys"]
+    return [request.partition_key]
 
 
 def checks_of(result) -> dict:
@@ -399,6 +412,62 @@ def test_images_come_from_a_real_s3_bucket(tmp_path, moto_s3):
             original = world.bucket / "photos" / str(row.photo_id)
             (source,) = original.glob("thumb.*")
             assert (world.store / row.image_path).read_bytes() == source.read_bytes()
+
+
+def test_many_changed_classes_are_downloaded_in_batch_runs(tmp_path, monkeypatch):
+    """Past BATCH_OVER classes the sensor asks for taxon_images_batch_job runs; each class still gets
+    its own taxon_images materialization, so the sensor and dataset_version see no difference.
+    A class that fails in a batch does not stop the others, and is asked again alone."""
+    monkeypatch.setattr(dataset_sensors, "BATCH_OVER", 1)
+    monkeypatch.setattr(dataset_sensors, "CLASSES_PER_BATCH", 2)
+    world = World(tmp_path, n_species=4, photos_per_species=24)
+    with dagster_instance(tmp_path) as instance:
+        world.ingest(instance, SNAPSHOT)
+        for name in DATASETS:
+            world.run(instance, "dataset_manifest", name)
+        wanted = wanted_images(world.manifests())
+        requests = world.sensor_requests(instance)
+        assert len(wanted) > 2 and len(requests) == -(-len(wanted) // 2)  # batches of 2
+        assert {request.job_name for request in requests} == {taxon_images_batch_job.name}
+        assert sorted(key for request in requests for key in requested_classes(request)) == sorted(wanted)
+        assert [r.run_key for r in world.sensor_requests(instance)] == [r.run_key for r in requests]  # stable
+
+        # One class cannot write its images index (a folder stands where the file goes): it fails alone.
+        broken = requested_classes(requests[0])[1]
+        images_index_path(world.warehouse, broken).mkdir(parents=True)
+        batch_job = world.defs.resolve_job_def(taxon_images_batch_job.name)
+        results = [batch_job.execute_in_process(instance=instance, run_config=request.run_config, tags=request.tags,
+                                                raise_on_error=False) for request in requests]
+        assert [result.success for result in results] == [False] + [True] * (len(results) - 1)
+        failure = next(e for e in results[0].all_events if e.is_step_failure).step_failure_data.error.message
+        assert f"1 of 2 classes failed: {broken}; the others are materialized" in failure
+
+        hashes = class_photo_set_hashes(world.warehouse)
+        recorded = dataset_sensors.last_downloads(instance, set(wanted))
+        assert sorted(recorded) == sorted(set(wanted) - {broken})
+        assert all(recorded[key].photo_set_hash == hashes[key] for key in recorded)
+        fetched = {}  # from the instance: a failed run's result leaves out its step's materializations
+        for key in recorded:
+            (record,) = instance.fetch_materializations(
+                AssetRecordsFilter(asset_key=AssetKey("taxon_images"), asset_partitions=[key]), limit=1).records
+            fetched[key] = record.asset_materialization.metadata["fetched"].value
+        deleted = set(world.report.missing_image_photo_ids)
+        assert fetched == {key: sum(p not in deleted for p, _ in wanted[key]) for key in wanted if key != broken}
+
+        # The failed class is asked again on its own; once it is there, nothing is left to ask.
+        images_index_path(world.warehouse, broken).rmdir()
+        (again,) = world.sensor_requests(instance)
+        assert (again.job_name, again.partition_key) == (taxon_images_job.name, broken)
+        world.run(instance, "taxon_images", broken)
+        assert world.sensor_requests(instance) == []
+        assert world.version_sensor_keys(instance) == sorted(DATASETS)
+
+        unknown = batch_job.execute_in_process(
+            instance=instance, raise_on_error=False,
+            run_config={"ops": {DOWNLOAD_CLASSES: {"config": {"keys": ["1-no-such-class"]}}}},
+        )
+        failure = next(e for e in unknown.all_events if e.is_step_failure).step_failure_data.error.message
+        assert not unknown.success and "1-no-such-class" in failure and "Fix:" in failure
 
 
 def test_gc_refuses_to_empty_a_store_when_no_dataset_uses_it(tmp_path, capsys):

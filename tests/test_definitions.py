@@ -45,9 +45,10 @@ def test_loading_the_code_location_leaves_torch_mlflow_and_matplotlib_unimported
 def test_taxon_images_sensor_runs_are_single_process():
     from bioasset.definitions import defs
 
-    job = defs.resolve_job_def("taxon_images_job")
-    assert job.executor_def.name == "in_process"
-    assert defs.resolve_sensor_def("taxon_images_sensor").job_name == "taxon_images_job"
+    for name in ("taxon_images_job", "taxon_images_batch_job"):
+        assert defs.resolve_job_def(name).executor_def.name == "in_process"
+    sensor = defs.resolve_sensor_def("taxon_images_sensor")
+    assert sorted(target.job_name for target in sensor.targets) == ["taxon_images_batch_job", "taxon_images_job"]
 
 
 def test_cli_lists_every_command(capsys):

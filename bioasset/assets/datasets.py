@@ -37,6 +37,7 @@ from dagster import (
     AssetsDefinition,
     AutomationCondition,
     Config,
+    DagsterLogManager,
     DynamicPartitionsDefinition,
     Failure,
     LastPartitionMapping,
@@ -176,21 +177,9 @@ def build_dataset_assets(specs_dir: str | os.PathLike[str] | None = None) -> Dat
         warehouse: WarehouseResource,
         image_store: ImageStoreResource,
     ) -> MaterializeResult:
-        key = context.partition_key
-        build = download_taxon_images(
-            warehouse.warehouse(),
-            image_store.store(),
-            key,
-            progress=lambda progress: context.log.info(f"{key}: {progress}"),
-            source_options=_source_options(open_data),
-            concurrency=config.concurrency,
-            max_rate=config.max_rate,
-            max_retries=config.max_retries,
-            timeout_s=config.timeout_s,
+        return MaterializeResult(
+            metadata=download_class(context.partition_key, config, open_data, warehouse, image_store, context.log)
         )
-        if not build.datasets:
-            context.log.warning(f"No current manifest has the class {key}; nothing to download.")
-        return MaterializeResult(metadata=_taxon_images_metadata(build, image_store.resolved_url()))
 
     @asset(
         partitions_def=datasets_partitions,
@@ -296,6 +285,32 @@ def build_dataset_assets(specs_dir: str | os.PathLike[str] | None = None) -> Dat
         return AssetCheckResult(passed=not broken, description=described, metadata=_verify_metadata(reports))
 
     return DatasetAssets(folder, datasets_partitions, dataset_manifest, taxon_images, dataset_version, images_match_version)
+
+
+def download_class(
+    key: str,
+    config: TaxonImagesConfig,
+    open_data: OpenDataBucket,
+    warehouse: WarehouseResource,
+    image_store: ImageStoreResource,
+    log: DagsterLogManager,
+) -> dict[str, Any]:
+    """Download one class (a ``taxa`` partition): the body of ``taxon_images``, and of each class
+    of ``taxon_images_batch_job``. Returns the materialization's metadata."""
+    build = download_taxon_images(
+        warehouse.warehouse(),
+        image_store.store(),
+        key,
+        progress=lambda progress: log.info(f"{key}: {progress}"),
+        source_options=_source_options(open_data),
+        concurrency=config.concurrency,
+        max_rate=config.max_rate,
+        max_retries=config.max_retries,
+        timeout_s=config.timeout_s,
+    )
+    if not build.datasets:
+        log.warning(f"No current manifest has the class {key}; nothing to download.")
+    return _taxon_images_metadata(build, image_store.resolved_url())
 
 
 def _source_options(open_data: OpenDataBucket) -> dict[str, Any]:

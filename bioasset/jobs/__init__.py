@@ -1,5 +1,6 @@
 """Jobs. ``ingest_snapshot_job`` materializes every asset of the ``ingest`` group for one snapshot;
-``taxon_images_job`` downloads one class (``taxa`` partition), as ``taxon_images_sensor`` asks."""
+``taxon_images_job`` downloads one class (``taxa`` partition), as ``taxon_images_sensor`` asks;
+``bioasset.jobs.taxon_images_batch`` holds the job that downloads many classes in one run."""
 
 from dagster import AssetSelection, define_asset_job, in_process_executor
 
@@ -25,3 +26,4 @@ taxon_images_job = define_asset_job(
     executor_def=in_process_executor,
     description="Download, verify and store the images of one class (a `taxa` partition) in the image store.",
 )
+

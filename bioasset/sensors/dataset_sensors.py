@@ -12,10 +12,17 @@ leaves its dataset versions waiting for those photos, so the class is asked agai
 only: ``RETRY_FAILED_AFTER_S`` after that materialization, then twice as long after each further
 one, ``MAX_FAILED_RETRIES`` times for one photo set. Each retry's run key names the materialization
 it retries.
+
+Up to ``BATCH_OVER`` classes on one tick get a ``taxon_images_job`` run each. More (a new snapshot
+touches most classes of a large dataset) go to ``taxon_images_batch_job`` runs of up to
+``CLASSES_PER_BATCH`` classes, which pay a run's fixed cost once per batch rather than once per
+class; a batch's run key is a digest of its classes' own run keys. A class whose batch failed is
+asked again alone (under its own run key) on the next tick, once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 
@@ -35,6 +42,7 @@ from dagster import (
 from bioasset.assets.datasets import taxa_partitions
 from bioasset.download import Outcome
 from bioasset.jobs import taxon_images_job
+from bioasset.jobs.taxon_images_batch import DOWNLOAD_CLASSES, taxon_images_batch_job
 from bioasset.resources import WarehouseResource
 from bioasset.selection import class_photo_set_hashes, current_manifests, manifest_class_keys, manifest_with_images
 
@@ -45,6 +53,11 @@ PHOTO_SET_HASH = "photo_set_hash"
 SENSOR_INTERVAL_SECONDS = 120
 RETRY_FAILED_AFTER_S = 15 * 60
 MAX_FAILED_RETRIES = 3
+#: More classes than this on one tick go to taxon_images_batch_job runs ...
+BATCH_OVER = 4
+#: ... of at most this many classes each (batches run side by side, as the run queue allows).
+CLASSES_PER_BATCH = 50
+RETRY_TAG = "bioasset/retry_of_failed_downloads"
 
 
 @dataclass(frozen=True)
@@ -110,14 +123,47 @@ def due_failed_retries(
     return due, spent
 
 
+@dataclass(frozen=True)
+class ClassRun:
+    """One class the sensor asks to download, with the run key that asks only once."""
+
+    key: str
+    run_key: str
+    retry_of_failed: int = 0  # failed downloads this run tries again (0: the photo set changed)
+
+
+def run_requests(classes: list[ClassRun]) -> list[RunRequest]:
+    """One taxon_images_job run per class, or, for more than BATCH_OVER classes, batch runs."""
+    if len(classes) <= BATCH_OVER:
+        return [
+            RunRequest(job_name=taxon_images_job.name, partition_key=c.key, run_key=c.run_key,
+                       tags={RETRY_TAG: str(c.retry_of_failed)} if c.retry_of_failed else {})
+            for c in classes
+        ]
+    requests = []
+    for start in range(0, len(classes), CLASSES_PER_BATCH):
+        batch = classes[start : start + CLASSES_PER_BATCH]
+        digest = hashlib.sha256("\n".join(c.run_key for c in batch).encode()).hexdigest()[:24]
+        retries = sum(1 for c in batch if c.retry_of_failed)
+        requests.append(RunRequest(
+            job_name=taxon_images_batch_job.name,
+            run_key=f"batch:{digest}",
+            run_config={"ops": {DOWNLOAD_CLASSES: {"config": {"keys": [c.key for c in batch]}}}},
+            tags={"bioasset/classes": str(len(batch)), "bioasset/first_class": batch[0].key,
+                  **({RETRY_TAG: f"{retries} classes"} if retries else {})},
+        ))
+    return requests
+
+
 @sensor(
-    job=taxon_images_job,
+    jobs=[taxon_images_job, taxon_images_batch_job],
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=DefaultSensorStatus.STOPPED,
     description="Requests taxon_images for each class whose photo set in the current dataset manifests differs from "
     "its last download (new, removed or relabelled photos, or another image size); unchanged classes get no run. "
     f"A class whose last run left failed downloads is asked again for them, at most {MAX_FAILED_RETRIES} times: "
-    f"{RETRY_FAILED_AFTER_S // 60} min after that run, then twice as long after each further one.",
+    f"{RETRY_FAILED_AFTER_S // 60} min after that run, then twice as long after each further one. More than "
+    f"{BATCH_OVER} classes at once go to taxon_images_batch_job runs of up to {CLASSES_PER_BATCH} classes.",
 )
 def taxon_images_sensor(context: SensorEvaluationContext, warehouse: WarehouseResource) -> SensorResult:
     wanted = class_photo_set_hashes(warehouse.warehouse())
@@ -141,17 +187,12 @@ def taxon_images_sensor(context: SensorEvaluationContext, warehouse: WarehouseRe
         context.log.info(f"{len(changed)} of {len(wanted)} classes changed: {', '.join(changed[:20])}")
     if retry:
         context.log.info(f"{len(retry)} classes again for their failed downloads: {', '.join(retry[:20])}")
+    # Keyed by the photo set and the class's last materialization: asked once per change, and
+    # again for a set it had before (A -> B -> A) even if A's first run failed outright.
+    classes = [ClassRun(key, f"{key}:{wanted[key][:16]}:{have[key].storage_id if key in have else 0}") for key in changed]
+    classes += [ClassRun(key, f"{key}:{wanted[key][:16]}:retry-{have[key].storage_id}", have[key].failed) for key in retry]
     return SensorResult(
-        # Keyed by the photo set and the class's last materialization: asked once per change, and
-        # again for a set it had before (A -> B -> A) even if A's first run failed outright.
-        run_requests=[
-            RunRequest(partition_key=key, run_key=f"{key}:{wanted[key][:16]}:{have[key].storage_id if key in have else 0}")
-            for key in changed
-        ] + [
-            RunRequest(partition_key=key, run_key=f"{key}:{wanted[key][:16]}:retry-{have[key].storage_id}",
-                       tags={"bioasset/retry_of_failed_downloads": str(have[key].failed)})
-            for key in retry
-        ],
+        run_requests=run_requests(classes),
         dynamic_partitions_requests=[taxa_partitions.build_add_request(new_keys)] if new_keys else [],
     )
 

@@ -1,0 +1,72 @@
+"""``taxon_images_batch_job``: many classes (``taxa`` partitions) downloaded in one run.
+
+Many classes changing at once (a new snapshot touches most classes of a large dataset) would pay
+a run's fixed cost once per class in ``taxon_images_job``; this job pays it once per batch. Each
+class still gets its own ``taxon_images`` materialization, with the metadata the asset records, so
+``taxon_images_sensor`` and ``dataset_version`` see no difference. A range run of the asset
+(``BackfillPolicy``) does not fit: the changed classes are scattered over the dynamic partitions,
+and a range run records one set of metadata for all of its partitions.
+
+Its own module: it imports the dataset assets, which import ``bioasset.jobs`` for the ingest group.
+"""
+
+from dagster import AssetMaterialization, Failure, OpExecutionContext, in_process_executor, job, op
+from pydantic import Field
+
+from bioasset.assets.datasets import TaxonImagesConfig, download_class, taxa_partitions
+from bioasset.resources import OpenDataBucket, WarehouseResource
+from bioasset.resources.image_store import ImageStoreResource
+
+#: The op's name, for run config: ``{"ops": {DOWNLOAD_CLASSES: {"config": {"keys": [...]}}}}``.
+DOWNLOAD_CLASSES = "download_classes"
+
+
+class TaxonImagesBatchConfig(TaxonImagesConfig):
+    """Download settings, and the classes of one ``taxon_images_batch_job`` run."""
+
+    keys: list[str] = Field(description="The taxa partitions to download, one after another")
+
+
+@op(
+    name=DOWNLOAD_CLASSES,
+    description="Download the images of each class in `keys`, one after another, as taxon_images would, and record "
+    "each as a materialization of that taxon_images partition.",
+)
+def download_classes(
+    context: OpExecutionContext,
+    config: TaxonImagesBatchConfig,
+    open_data: OpenDataBucket,
+    warehouse: WarehouseResource,
+    image_store: ImageStoreResource,
+) -> None:
+    known = set(context.instance.get_dynamic_partitions(taxa_partitions.name))
+    unknown = [key for key in config.keys if key not in known]
+    if unknown:
+        raise Failure(
+            f"{len(unknown)} of the keys are not taxa partitions: {', '.join(unknown[:10])}. Fix: use keys that "
+            "dataset_manifest added (the taxa partitions in the UI), or materialize dataset_manifest first."
+        )
+    failed = []
+    for number, key in enumerate(config.keys, 1):
+        context.log.info(f"class {number}/{len(config.keys)}: {key}")
+        try:
+            metadata = download_class(key, config, open_data, warehouse, image_store, context.log)
+        except Exception as error:  # one class's failure must not cost the others their downloads
+            context.log.error(f"{key} failed: {type(error).__name__}: {error}")
+            failed.append(key)
+            continue
+        context.log_event(AssetMaterialization(asset_key="taxon_images", partition=key, metadata=metadata))
+    if failed:
+        raise Failure(
+            f"{len(failed)} of {len(config.keys)} classes failed: {', '.join(failed[:10])}; the others are materialized. "
+            "Fix: see each class's error above, then materialize taxon_images for those classes."
+        )
+
+
+@job(
+    executor_def=in_process_executor,
+    description="Download, verify and store the images of many classes (taxa partitions) in one run: the batches "
+    "taxon_images_sensor asks for when many classes changed at once.",
+)
+def taxon_images_batch_job() -> None:
+    download_classes()
