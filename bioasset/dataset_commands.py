@@ -151,7 +151,8 @@ def _print_list(versions: list, as_json: bool) -> None:
             "name": v.name, "version": v.version, "#": v.sequence, "created (UTC)": f"{v.created:%Y-%m-%d %H:%M}",
             "snapshot": v.snapshot or "", "classes": v.class_count, "images": v.images,
             **{split: v.images_per_split[split] for split in SPLITS},
-            "+added": v.added, "-removed": v.removed, "relabelled": v.relabelled, "parent": v.parent_version or "",
+            "+added": v.added, "-removed": v.removed, "relabelled": v.relabelled,
+            "relicensed": "" if v.relicensed is None else v.relicensed, "parent": v.parent_version or "",
         }
         for v in versions
     ]

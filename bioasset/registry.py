@@ -73,8 +73,9 @@ class RegistryError(ValueError):
 class DatasetVersion:
     """One row of the ``dataset_versions`` catalog. Counts of images, not of manifest rows:
     rows whose image was missing are left out of the version and counted in ``missing_images``.
-    ``added``, ``removed``, ``relabelled`` and ``resplit`` compare with ``parent_version`` (the
-    latest version of the same name when this one was frozen; against nothing for the first)."""
+    ``added``, ``removed``, ``relabelled``, ``resplit`` and ``relicensed`` compare with
+    ``parent_version`` (the latest version of the same name when this one was frozen; against
+    nothing for the first). ``relicensed`` is None in rows written before it was recorded."""
 
     name: str
     version: str
@@ -95,6 +96,7 @@ class DatasetVersion:
     relabelled: int
     resplit: int
     missing_images: int
+    relicensed: int | None  # photos kept under another license (another attribution)
 
     @property
     def ref(self) -> str:
@@ -129,6 +131,7 @@ CATALOG_COLUMNS: dict[str, str] = {
     "relabelled": "BIGINT",
     "resplit": "BIGINT",
     "missing_images": "BIGINT",
+    "relicensed": "BIGINT",
 }
 assert tuple(CATALOG_COLUMNS) == tuple(f.name for f in fields(DatasetVersion)), "CATALOG_COLUMNS and DatasetVersion disagree"
 
@@ -596,6 +599,7 @@ def _catalog_row(
         parent_version=parent.version if parent else None, label_rank=_label_rank(con),
         class_count=class_count, images=images, **{f"{s}_images": n for s, n in zip(SPLITS, split_counts)},
         added=diff.added, removed=diff.removed, relabelled=diff.relabelled, resplit=diff.resplit, missing_images=missing_images,
+        relicensed=diff.relicensed,
     )
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -266,6 +267,23 @@ def test_diff_counts_relicensed_photos(tmp_path):
     diff = diff_versions(tmp_path, old, new)
     assert (diff.added, diff.removed, diff.relabelled, diff.relicensed) == (0, 0, 0, 1)
     assert {c.label_name: c.relicensed for c in diff.classes if c.relicensed} == {target.species: 1}
+    assert (old.relicensed, new.relicensed) == (0, 1)  # the catalog row records it too
+
+
+def test_catalog_rows_written_before_relicensed_was_recorded_still_read(tmp_path, capsys):
+    """A row from before the column existed reads as relicensed=None, beside newer rows."""
+    first = freeze(tmp_path, fake_manifest(standard_photos())).version
+    row_path = version_dir(Warehouse(tmp_path), "demo", first.version) / CATALOG_ROW_FILENAME
+    with duckdb.connect() as con:
+        con.execute(f"COPY (SELECT * EXCLUDE (relicensed) FROM read_parquet('{row_path}')) TO '{row_path}.old' (FORMAT parquet)")
+    os.replace(f"{row_path}.old", row_path)
+    second = freeze(tmp_path, fake_manifest(changed_photos())).version
+
+    assert [v.relicensed for v in catalog(tmp_path)] == [None, second.relicensed] and second.relicensed is not None
+    with duckdb.connect(str(Warehouse(tmp_path).db_path), read_only=True) as con:
+        assert con.execute(f"SELECT relicensed FROM {CATALOG_VIEW} ORDER BY sequence").fetchall() == [(None,), (second.relicensed,)]
+    assert main(["datasets", "list", "--warehouse", str(tmp_path)]) == 0
+    assert "relicensed" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -247,6 +247,7 @@ def build_dataset_assets(specs_dir: str | os.PathLike[str] | None = None) -> Dat
                 "removed": version.removed,
                 "relabelled": version.relabelled,
                 "resplit": version.resplit,
+                "relicensed": version.relicensed,
                 "card": MetadataValue.path(str(card_dir(wh, version) / CARD_FILES["card"])),
                 "path": MetadataValue.path(str(frozen.path)),
             },
