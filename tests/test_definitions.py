@@ -51,6 +51,19 @@ def test_taxon_images_sensor_runs_are_single_process():
     assert sorted(target.job_name for target in sensor.targets) == ["taxon_images_batch_job", "taxon_images_job"]
 
 
+def test_automatic_freezes_leave_out_the_check_that_reads_every_image():
+    from dagster import AssetCheckKey, AssetKey
+
+    from bioasset.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    match_check = AssetCheckKey(AssetKey("dataset_version"), "images_match_version")
+    assert match_check in graph.asset_check_keys
+    selection = defs.resolve_sensor_def("dataset_version_sensor").asset_selection
+    assert selection.resolve(graph) == {AssetKey("dataset_version")}
+    assert match_check not in selection.resolve_checks(graph)
+
+
 def test_cli_lists_every_command(capsys):
     help_text = build_parser().format_help()
     for command in ("datasets", "demo", "images", "predict", "sample-bucket", "snapshots", "ui"):

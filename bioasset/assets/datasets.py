@@ -14,7 +14,7 @@ Thin wrappers over :mod:`bioasset.selection` and :mod:`bioasset.registry`.
   after a manifest changes is decided by ``taxon_images_sensor`` (bioasset/sensors/dataset_sensors.py).
 - ``dataset_version`` freezes a manifest once every class of it is downloaded; its blocking
   ``images_complete`` check verifies that every image of the version is in the store, and the
-  ``images_match_version`` check reads every image of the dataset's latest version back and
+  ``images_match_version`` check reads every image of every dataset's latest version back and
   compares its sha256 (``bioasset datasets verify``; ``--repair`` there downloads damaged ones again).
 """
 
@@ -23,7 +23,7 @@ import base64
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from dagster import (
     AllPartitionMapping,
@@ -64,6 +64,9 @@ from bioasset.selection import (
     download_taxon_images,
     manifest_with_images,
 )
+
+if TYPE_CHECKING:  # imported where used: the code location loads without it
+    from bioasset.version_verify import VerifyReport
 
 DATASETS_DIR_ENV = "BIOASSET_DATASETS_DIR"
 DATASETS_GROUP = "datasets"
@@ -254,16 +257,17 @@ def build_dataset_assets(specs_dir: str | os.PathLike[str] | None = None) -> Dat
             check_results=[check],
         )
 
-    # Not partitioned (partitioned checks are a Dagster preview): in a dataset_version run the check
-    # has the run's partition; executed alone from the UI, it checks every dataset's latest version.
+    # Not partitioned (partitioned checks are a Dagster preview), so it has one status for all
+    # datasets; to mean one thing, it always checks every dataset's latest version.
     @asset_check(
         asset=dataset_version,
         name=IMAGES_MATCH_VERSION,
         blocking=False,
-        description="Reads every image of the dataset's latest version back from the image store and compares it with "
-        "the sha256 the version recorded: a file deleted, cut short or changed in place since the freeze fails it. "
-        "Runs with each dataset_version run; executed alone, it checks every dataset's latest version. Repair with "
-        "`bioasset datasets verify NAME --repair`, which downloads those images again.",
+        description="Reads every image of every dataset's latest version back from the image store and compares it "
+        "with the sha256 the version recorded: a file deleted, cut short or changed in place since the freeze fails "
+        "it. Execute it alone (or on a schedule); it also runs with dataset_version runs launched from the UI, not with "
+        "those of dataset_version_sensor. Repair with `bioasset datasets verify NAME --repair`, which downloads those "
+        "images again.",
     )
     def images_match_version(
         context: AssetCheckExecutionContext, warehouse: WarehouseResource, image_store: ImageStoreResource
@@ -271,7 +275,7 @@ def build_dataset_assets(specs_dir: str | os.PathLike[str] | None = None) -> Dat
         from bioasset.version_verify import verify_version
 
         wh, store = warehouse.warehouse(), image_store.store()
-        names = [context.partition_key] if context.has_partition_key else list(datasets_partitions.get_partition_keys())
+        names = list(datasets_partitions.get_partition_keys())
         latest = {name: versions[-1] for name in names if (versions := catalog(wh, name))}
         if not latest:
             return AssetCheckResult(
@@ -393,20 +397,24 @@ def _taxon_images_metadata(build: TaxonImagesBuild, store_url: str) -> dict[str,
     return metadata
 
 
-def _verify_metadata(reports: list[Any]) -> dict[str, Any]:
-    """:class:`bioasset.version_verify.VerifyReport` s (one per version checked) as check metadata."""
+def _verify_metadata(reports: "list[VerifyReport]") -> dict[str, Any]:
+    """The reports of ``images_match_version`` (one per version checked) as check metadata."""
     from bioasset.version_verify import SHOWN_PROBLEMS
 
+    counts = [report.counts() for report in reports]
     problems = [p for report in reports for p in report.problems]
-    counts = {kind: sum(report.counts()[kind] for report in reports) for kind in reports[0].counts()}
     return {
         "versions": ", ".join(report.version.ref for report in reports),
         "checked": sum(report.checked for report in reports),
         "intact_images": sum(report.ok for report in reports),
-        **counts,
+        **{kind: sum(c[kind] for c in counts) for kind in counts[0]},
         "bytes_read": sum(report.bytes_read for report in reports),
         "elapsed_s": round(sum(report.elapsed_s for report in reports), 3),
         "classes_to_repair": ", ".join(sorted({c for report in reports for c in report.unresolved_classes()})) or "(none)",
+        "per_version": markdown_table(
+            ["version", "checked", "intact", *counts[0]],
+            ((report.version.ref, report.checked, report.ok, *c.values()) for report, c in zip(reports, counts)),
+        ),
         "problems": markdown_table(
             ["photo_id", "class", "image_path", "problem", "detail"],
             ((p.photo_id, p.taxon_key, p.image_path, p.problem.value, p.detail) for p in problems[:SHOWN_PROBLEMS]),

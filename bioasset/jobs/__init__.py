@@ -26,4 +26,3 @@ taxon_images_job = define_asset_job(
     executor_def=in_process_executor,
     description="Download, verify and store the images of one class (a `taxa` partition) in the image store.",
 )
-

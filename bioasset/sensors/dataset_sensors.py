@@ -16,8 +16,12 @@ it retries.
 Up to ``BATCH_OVER`` classes on one tick get a ``taxon_images_job`` run each. More (a new snapshot
 touches most classes of a large dataset) go to ``taxon_images_batch_job`` runs of up to
 ``CLASSES_PER_BATCH`` classes, which pay a run's fixed cost once per batch rather than once per
-class; a batch's run key is a digest of its classes' own run keys. A class whose batch failed is
-asked again alone (under its own run key) on the next tick, once.
+class; a batch's run key is a digest of its classes' own run keys. Classes of a queued or running
+download run (of either job, or launched from the UI) are left to it: a batch materializes its
+classes one by one, so the classes still waiting in it would otherwise form new batches on each
+tick. A batch that fails outright is not asked again until one of its classes changes, as with a
+failed run of one class; the classes a partly failed batch left undone are asked again on the next
+tick, in a new request.
 """
 
 from __future__ import annotations
@@ -32,8 +36,10 @@ from dagster import (
     AssetSelection,
     DagsterEventType,
     DagsterInstance,
+    DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
+    RunsFilter,
     SensorEvaluationContext,
     SensorResult,
     sensor,
@@ -57,7 +63,14 @@ MAX_FAILED_RETRIES = 3
 BATCH_OVER = 4
 #: ... of at most this many classes each (batches run side by side, as the run queue allows).
 CLASSES_PER_BATCH = 50
+#: On a taxon_images_job run: the failed downloads it tries again. On a batch: how many of its classes are retries.
 RETRY_TAG = "bioasset/retry_of_failed_downloads"
+BATCH_RETRIES_TAG = "bioasset/classes_retrying_failed_downloads"
+#: Runs that may still download: their classes are not asked for again.
+UNFINISHED_RUN_STATUSES = [
+    DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED,
+    DagsterRunStatus.SUSPENDED, DagsterRunStatus.CANCELING,
+]
 
 
 @dataclass(frozen=True)
@@ -150,9 +163,22 @@ def run_requests(classes: list[ClassRun]) -> list[RunRequest]:
             run_key=f"batch:{digest}",
             run_config={"ops": {DOWNLOAD_CLASSES: {"config": {"keys": [c.key for c in batch]}}}},
             tags={"bioasset/classes": str(len(batch)), "bioasset/first_class": batch[0].key,
-                  **({RETRY_TAG: f"{retries} classes"} if retries else {})},
+                  **({BATCH_RETRIES_TAG: str(retries)} if retries else {})},
         ))
     return requests
+
+
+def classes_in_flight(instance: DagsterInstance) -> set[str]:
+    """``taxa`` partitions that a queued or running run may still download: taxon_images_job and
+    UI runs of the asset (by their partition), and taxon_images_batch_job runs (by their keys)."""
+    busy: set[str] = set()
+    for run in instance.get_runs(RunsFilter(statuses=UNFINISHED_RUN_STATUSES)):
+        if run.job_name == taxon_images_batch_job.name:
+            config = (run.run_config or {}).get("ops", {}).get(DOWNLOAD_CLASSES, {}).get("config", {})
+            busy.update(config.get("keys", []))
+        elif TAXON_IMAGES in (run.asset_selection or ()) and (partition := run.tags.get("dagster/partition")):
+            busy.add(partition)
+    return busy
 
 
 @sensor(
@@ -170,17 +196,22 @@ def taxon_images_sensor(context: SensorEvaluationContext, warehouse: WarehouseRe
     if not wanted:
         return SensorResult(skip_reason="No dataset manifest yet: materialize dataset_manifest first.")
     have = last_downloads(context.instance, set(wanted))
+    busy = classes_in_flight(context.instance)
     changed = sorted(key for key, digest in wanted.items() if key not in have or have[key].photo_set_hash != digest)
     retry, spent = due_failed_retries(
         context.instance, {k: v for k, v in have.items() if k in wanted and k not in changed}, time.time()
     )
+    if waiting := sorted(busy & set(changed + retry)):
+        context.log.info(f"{len(waiting)} classes are in queued or running download runs already: {', '.join(waiting[:20])}")
+        changed, retry = [k for k in changed if k not in busy], [k for k in retry if k not in busy]
     if spent:
         context.log.warning(
             f"{len(spent)} classes still have failed downloads after {MAX_FAILED_RETRIES} retries: {', '.join(spent[:20])}. "
             "Fix: check the source, then materialize taxon_images for them by hand (or freeze without them)."
         )
     if not changed and not retry:
-        return SensorResult(skip_reason=f"The photo sets of all {len(wanted)} classes are downloaded.")
+        return SensorResult(skip_reason=f"The photo sets of all {len(wanted)} classes are downloaded"
+                            + (f" or being downloaded ({len(waiting)})." if waiting else "."))
     existing = set(context.instance.get_dynamic_partitions(taxa_partitions.name))
     new_keys = [key for key in changed if key not in existing]
     if changed:
@@ -202,8 +233,10 @@ def _latest_storage_id(instance: DagsterInstance, asset: AssetKey, partitions: s
     return max(latest.values(), default=0)
 
 
+# Without the asset's images_match_version check: it reads every image of every dataset, not a
+# cost for each automatic freeze.
 @sensor(
-    asset_selection=AssetSelection.assets(DATASET_VERSION),
+    asset_selection=AssetSelection.assets(DATASET_VERSION).without_checks(),
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=DefaultSensorStatus.STOPPED,
     description="Freezes a dataset version once its images are complete: requests dataset_version for each dataset "
