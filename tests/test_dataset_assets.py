@@ -17,6 +17,7 @@ from typing import Iterator
 import pandas as pd
 import pytest
 from dagster import (
+    AssetCheckSeverity,
     AssetKey,
     AssetRecordsFilter,
     AssetMaterialization,
@@ -251,6 +252,11 @@ def test_datasets_end_to_end_then_a_later_snapshot(tmp_path, monkeypatch):
             assert set(index.loc[index["image_path"].isna(), "outcome"]) <= {Outcome.MISSING.value}
         assert world.sensor_keys(instance) == []
         assert world.version_sensor_keys(instance) == sorted(DATASETS)  # complete: freeze both
+
+        # Nothing frozen yet: the check that reads versions back warns, and says what to run.
+        early = world.check_alone(instance)["images_match_version"]
+        assert not early.passed and early.severity == AssetCheckSeverity.WARN
+        assert "No frozen version" in early.description and "materialize dataset_version" in early.description
 
         # --- a frozen version, with its check -------------------------------------------------
         version_run = world.run(instance, "dataset_version", "bugs")
