@@ -176,8 +176,10 @@ def classes_in_flight(instance: DagsterInstance) -> set[str]:
         if run.job_name == taxon_images_batch_job.name:
             config = (run.run_config or {}).get("ops", {}).get(DOWNLOAD_CLASSES, {}).get("config", {})
             busy.update(config.get("keys", []))
-        elif TAXON_IMAGES in (run.asset_selection or ()) and (partition := run.tags.get("dagster/partition")):
-            busy.add(partition)
+        elif run.job_name == taxon_images_job.name or TAXON_IMAGES in (run.asset_selection or ()):
+            # A job's run may carry no asset selection of its own (the job's whole selection).
+            if partition := run.tags.get("dagster/partition"):
+                busy.add(partition)
     return busy
 
 
