@@ -100,6 +100,9 @@ class VerifyReport:
     problems: list[ImageProblem] = field(default_factory=list)
     repaired: bool = False
     elapsed_s: float = 0.0
+    #: False when the store holds no download journal for the version's size folders: not the
+    #: store it was frozen from, if its images are all missing too.
+    store_has_journals: bool = True
 
     @property
     def ok(self) -> int:
@@ -125,9 +128,9 @@ class VerifyReport:
         return not self.unresolved
 
     @property
-    def all_missing(self) -> bool:
-        """Not one image is there: the wrong store rather than damage."""
-        return self.checked > 0 and self.counts()[Problem.MISSING.value] == self.checked
+    def wrong_store(self) -> bool:
+        """Not one image is there, nor a journal of their size folders: the wrong store, not damage."""
+        return self.checked > 0 and self.counts()[Problem.MISSING.value] == self.checked and not self.store_has_journals
 
     def unresolved_classes(self) -> list[str]:
         """``taxa`` partitions of the images still not as the version recorded them."""
@@ -137,10 +140,11 @@ class VerifyReport:
         """What to do next, or None when the version is intact."""
         if self.intact:
             return None
-        if self.all_missing:
+        if self.wrong_store:
             return (
-                f"Not one of the {self.checked} images of {self.version.ref} is in {self.store_url}: is this the image store "
-                "the version was frozen from? Fix: pass it with --image-store (or set the image_store resource's URL)."
+                f"Not one of the {self.checked} images of {self.version.ref} is in {self.store_url}, nor a download journal "
+                "of their size folders: is this the image store the version was frozen from? Fix: pass it with "
+                "--image-store (or set the image_store resource's URL)."
             )
         classes = self.unresolved_classes()
         named = ", ".join(classes[:10]) + (f" and {len(classes) - 10} more" if len(classes) > 10 else "")
@@ -213,8 +217,10 @@ def verify_version(
             f"Cannot read the version manifest {manifest} of {version.ref}: {error}. Fix: restore it from a backup, or "
             "freeze the dataset again (materialize dataset_version)."
         ) from error
+    if report.problems and len(report.problems) == report.checked:
+        report.store_has_journals = _has_journals(store, report.problems)
     if repair and report.problems:
-        if report.all_missing:
+        if report.wrong_store:
             raise VerifyError(f"{report.advice()} Nothing was downloaded.")
         report.problems = _repair(store, report.problems, source_urls, recorded, source_options, concurrency, log)
         report.repaired = True
@@ -255,7 +261,8 @@ class _Planned:
     quality: int | None
     path: str  # where the file is (or belongs)
     quarantine_path: str
-    journal: str
+    journal: str  # the journal to download into
+    class_journals: list[str]  # every journal of the class in that size folder
 
 
 def _repair(
@@ -275,7 +282,7 @@ def _repair(
     for plan in plans:
         if plan.problem.problem != Problem.MISSING:
             reason = {"photo_id": plan.problem.photo_id, "source_url": plan.item.source_url,
-                      "rejection": "changed_since_frozen", "reason": plan.problem.detail}
+                      "rejection": f"{plan.problem.problem.value}_since_frozen", "reason": plan.problem.detail}
             try:
                 quarantine_file(store, plan.quarantine_path, reason, stored_path=plan.path)
             except OSError as error:  # left in place, the engine would trust it by its size: do not download
@@ -323,27 +330,53 @@ def _plan(store: ImageStore, problem: ImageProblem, source_url: str) -> _Planned
             "or downloaded. Fix: this version's manifest was not written by bioasset's download engine; freeze the "
             "dataset again (materialize taxon_images for its classes, then dataset_version)."
         ) from error
-    journal = _class_journal(store, source, stored_size, problem.label_id, problem.taxon_key)
-    return _Planned(problem, item, source, stored_size, resize, quality, path, quarantine_path, journal)
+    journal, class_journals = _class_journals(store, source, stored_size, problem.label_id, problem.taxon_key)
+    return _Planned(problem, item, source, stored_size, resize, quality, path, quarantine_path, journal, class_journals)
 
 
-def _class_journal(store: ImageStore, source: str, stored_size: str, label_id: int, fallback: str) -> str:
-    """The journal that the class's ``taxon_images`` runs keep in this size folder: named after
-    its partition key, ``{label_id}-{slug}``. The slug follows the class's current name, which may
-    differ from the version's; without exactly one such journal, the version's key."""
-    folder = store.journal_path(source, stored_size, fallback).rsplit("/", 1)[0]
+def _has_journals(store: ImageStore, problems: list[ImageProblem]) -> bool:
+    """Whether the store has a download journal folder for any size folder of ``problems``."""
+    for image_path in sorted({p.image_path.rsplit("/", 1)[0] for p in problems}):
+        try:
+            source, stored_size = image_path.split("/")
+            if store.fs.exists(store.journal_folder(source, stored_size)):
+                return True
+        except (ValueError, InvalidItemError):
+            continue
+    return False
+
+
+def _class_journals(store: ImageStore, source: str, stored_size: str, label_id: int, fallback: str) -> tuple[str, list[str]]:
+    """The journal that the class's ``taxon_images`` runs keep in this size folder, and every
+    journal of the class there (whose runs may be going). Journals are named after the class's
+    partition key, ``{label_id}-{slug}``, and the slug follows the class's current name, which may
+    differ from the version's; of several, the last written is the current one. Without any, the
+    version's key."""
+    folder = store.journal_folder(source, stored_size).rstrip("/")
     try:
         names = [entry.rsplit("/", 1)[-1] for entry in store.fs.ls(folder, detail=False)]
     except FileNotFoundError:
-        return fallback
-    candidates = [name.removesuffix(".jsonl") for name in names if name.startswith(f"{label_id}-") and name.endswith(".jsonl")]
-    return candidates[0] if len(candidates) == 1 else fallback
+        return fallback, [fallback]
+    prefix = f"{label_id}-"
+    written = [name.removesuffix(".jsonl") for name in names if name.startswith(prefix) and name.endswith(".jsonl")]
+    running = [name.removesuffix(".jsonl.running") for name in names if name.startswith(prefix) and name.endswith(".jsonl.running")]
+    if not written:
+        return fallback, sorted({fallback, *running})
+
+    def last_written(key: str) -> tuple[float, str]:
+        try:
+            return store.fs.modified(f"{folder}/{key}.jsonl").timestamp(), key
+        except (OSError, NotImplementedError):
+            return 0.0, key
+
+    return max(written, key=last_written), sorted({fallback, *written, *running})
 
 
 def _refuse_unfinished_runs(store: ImageStore, plans: list[_Planned]) -> None:
     """VerifyError when a ``taxon_images`` run of a class to repair has not finished: its journal
     would overwrite the repair's (the engine leaves ``{journal}.running`` while it runs)."""
-    for journal, source, stored_size in sorted({(p.journal, p.source, p.stored_size) for p in plans}):
+    checked = sorted({(key, p.source, p.stored_size) for p in plans for key in p.class_journals})
+    for journal, source, stored_size in checked:
         marker = f"{store.journal_path(source, stored_size, journal)}.running"
         if store.fs.exists(marker):
             raise VerifyError(

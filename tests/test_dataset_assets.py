@@ -281,6 +281,12 @@ def test_datasets_end_to_end_then_a_later_snapshot(tmp_path, monkeypatch):
         verify = ["datasets", "verify", "bugs", "--warehouse", str(world.warehouse.root), "--image-store", str(world.store)]
         assert cli.main(verify) == 1 and cli.main([*verify, "--repair"]) == 0
         assert world.check_alone(instance)["images_match_version"].passed
+        # A version whose manifest is gone fails the check with the reason, instead of erroring out.
+        version_manifest = manifest_path(world.warehouse, frozen)
+        version_manifest.rename(version_manifest.with_suffix(".away"))
+        gone = world.check_alone(instance)["images_match_version"]
+        assert not gone.passed and "is gone" in gone.description and gone.metadata["unreadable_versions"].value == 1
+        version_manifest.with_suffix(".away").rename(version_manifest)
         assert version["version"] == frozen.version and version["new_version"] is True and Path(version["card"]).is_file()
         unavailable = manifests["bugs"]["photo_id"].isin(deleted_upstream).sum()
         assert frozen.images == len(manifests["bugs"]) - unavailable and frozen.missing_images == unavailable

@@ -263,7 +263,7 @@ def test_the_wrong_image_store_is_named_and_never_repaired_into(frozen, tmp_path
     empty = str(tmp_path / "another-store")
 
     report = verify_version(frozen.warehouse, frozen.version, empty)
-    assert report.all_missing and "--image-store" in report.advice()
+    assert report.wrong_store and "--image-store" in report.advice()
     with pytest.raises(VerifyError, match="Nothing was downloaded"):
         verify_version(frozen.warehouse, frozen.version, empty, repair=True)
     assert sum(frozen.server.request_count(source_path(p.photo_id)) for p in PHOTOS) == 6
@@ -286,16 +286,33 @@ def test_repair_refuses_while_a_class_run_is_unfinished_and_moves_nothing(frozen
 
 
 def test_repair_uses_the_journal_the_class_keeps_under_its_current_name(frozen):
-    """A class renamed since the version keeps its journal under its new partition key."""
-    renamed = frozen.journal("55626-cabbage-white")
-    os.rename(frozen.journal("55626-pieris-rapae"), renamed)
+    """A class renamed since the version keeps its journal under its new partition key; the old
+    journal (last written before the rename) stays as it was, and a run of either blocks a repair."""
+    old, renamed = frozen.journal("55626-pieris-rapae"), frozen.journal("55626-cabbage-white")
+    Path(renamed).write_text(Path(old).read_text())
+    os.utime(old, (1_700_000_000, 1_700_000_000))
+    old_text = Path(old).read_text()
     damage(frozen, changed=101, missing=102)
+    Path(f"{old}.running").touch()
+    with pytest.raises(VerifyError, match="class 55626-pieris-rapae has not finished"):
+        verify_version(frozen.warehouse, frozen.version, frozen.store_url, repair=True)
+    Path(f"{old}.running").unlink()
 
     assert verify_version(frozen.warehouse, frozen.version, frozen.store_url, repair=True).intact
 
-    assert not os.path.exists(frozen.journal("55626-pieris-rapae"))
+    assert Path(old).read_text() == old_text
     lines = [json.loads(line) for line in Path(renamed).read_text().splitlines()]
     assert sorted(line["name"] for line in lines) == ["100.jpg", "101.jpg", "102.jpg"]
+
+
+def test_a_lost_size_folder_is_damage_not_the_wrong_store(frozen):
+    """Every image gone, but the store's journals know the size folder: repaired, not refused."""
+    frozen.store.fs.rm(f"{frozen.store.root}/inaturalist/{frozen.stored_size}", recursive=True)
+
+    report = verify_version(frozen.warehouse, frozen.version, frozen.store_url)
+    assert report.counts()["missing"] == 6 and not report.wrong_store and "--repair" in report.advice()
+    repaired = verify_version(frozen.warehouse, frozen.version, frozen.store_url, repair=True)
+    assert repaired.repair_counts()["restored"] == 6 and repaired.intact
 
 
 def test_an_image_path_the_engine_would_not_write_is_refused_before_anything_moves(server, tmp_path):

@@ -265,14 +265,15 @@ def build_dataset_assets(specs_dir: str | os.PathLike[str] | None = None) -> Dat
         blocking=False,
         description="Reads every image of every dataset's latest version back from the image store and compares it "
         "with the sha256 the version recorded: a file deleted, cut short or changed in place since the freeze fails "
-        "it. Execute it alone (or on a schedule); it also runs with dataset_version runs launched from the UI, not with "
+        "it. Execute it alone (or define a schedule for it); it also runs with dataset_version runs launched from the "
+        "UI, not with "
         "those of dataset_version_sensor. Repair with `bioasset datasets verify NAME --repair`, which downloads those "
         "images again.",
     )
     def images_match_version(
         context: AssetCheckExecutionContext, warehouse: WarehouseResource, image_store: ImageStoreResource
     ) -> AssetCheckResult:
-        from bioasset.version_verify import verify_version
+        from bioasset.version_verify import VerifyError, verify_version
 
         wh, store = warehouse.warehouse(), image_store.store()
         names = list(datasets_partitions.get_partition_keys())
@@ -282,12 +283,18 @@ def build_dataset_assets(specs_dir: str | os.PathLike[str] | None = None) -> Dat
                 passed=False, severity=AssetCheckSeverity.WARN,
                 description=f"No frozen version of {', '.join(names)} yet. Fix: materialize dataset_version first.",
             )
-        reports = [verify_version(wh, version, store, log=context.log.info) for version in latest.values()]
-        broken = [report for report in reports if not report.intact]
-        described = " ".join(report.advice() for report in broken) or (
+        reports, unreadable = [], []
+        for version in latest.values():
+            try:
+                reports.append(verify_version(wh, version, store, log=context.log.info))
+            except VerifyError as error:  # one damaged version must not hide the others' results
+                unreadable.append(str(error))
+        broken = [report.advice() for report in reports if not report.intact]
+        described = " ".join(unreadable + broken) or (
             f"All {sum(r.checked for r in reports)} images of {', '.join(r.version.ref for r in reports)} are as frozen."
         )
-        return AssetCheckResult(passed=not broken, description=described, metadata=_verify_metadata(reports))
+        metadata = {**(_verify_metadata(reports) if reports else {}), "unreadable_versions": len(unreadable)}
+        return AssetCheckResult(passed=not broken and not unreadable, description=described, metadata=metadata)
 
     return DatasetAssets(folder, datasets_partitions, dataset_manifest, taxon_images, dataset_version, images_match_version)
 

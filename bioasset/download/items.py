@@ -174,6 +174,10 @@ class ImageStore:
         """Where rejected bytes of one image go, beside a ``.reason.json`` that says why."""
         return self._inside(source, size, _file_name(photo_id, extension), under=QUARANTINE_DIR)
 
+    def journal_folder(self, source: str, size: str) -> str:
+        """The folder of one (source, size)'s journals: ``journal_path`` is this plus ``/{journal}.jsonl``."""
+        return self._inside(source, size, "", under=JOURNAL_DIR)
+
     def journal_path(self, source: str, size: str, journal: str) -> str:
         """The verification journal of one (source, size) folder, one file per journal name."""
         return self._inside(source, size, f"{checked_folder_name('journal', journal)}.jsonl", under=JOURNAL_DIR)

@@ -204,7 +204,10 @@ def taxon_images_sensor(context: SensorEvaluationContext, warehouse: WarehouseRe
         context.instance, {k: v for k, v in have.items() if k in wanted and k not in changed}, time.time()
     )
     if waiting := sorted(busy & set(changed + retry)):
-        context.log.info(f"{len(waiting)} classes are in queued or running download runs already: {', '.join(waiting[:20])}")
+        context.log.info(
+            f"{len(waiting)} classes are in queued or running download runs already: {', '.join(waiting[:20])}. "
+            "If such a run is not really going (its process died), terminate it in the UI so they are asked again."
+        )
         changed, retry = [k for k in changed if k not in busy], [k for k in retry if k not in busy]
     if spent:
         context.log.warning(
