@@ -1,11 +1,11 @@
-"""The fixed cost of one Dagster run: what an incremental update pays once per changed class.
+"""The fixed cost of Dagster runs: what an incremental update pays once per run.
 
     ./scripts/demo                                   # a BIOASSET_HOME with a snapshot, a dataset and its images
     .venv/bin/python bench/dagster_runs.py [--home .bioasset] [--repeats 3] [--baseline REV]
 
-``taxon_images_sensor`` requests one run per class whose photo set changed, so an update that adds
-a few photos to every class pays a run's fixed cost once per class. Measured here, on a copy of
-the home (its Dagster instance is not touched):
+``taxon_images_sensor`` requests one run per class whose photo set changed (batch runs past a few
+classes), so an update that adds a few photos to many classes pays a run's fixed cost once per run.
+Measured here, on a copy of the home (its Dagster instance is not touched):
 
 1. loading the code location, ``python -c "import bioasset.definitions"``, as every run, every
    step process and every code-server reload does: wall and CPU time, peak RSS, and which heavy

@@ -13,8 +13,8 @@ ingest_snapshot_job = define_asset_job(
     description="Ingest one iNaturalist metadata snapshot: raw files, typed tables, taxonomy and media.",
 )
 
-# An incremental update asks for one run per changed class, so a run's fixed cost counts as many
-# times as there are classes. The run is a single step: the in-process executor runs it in the run's
+# A small incremental update asks for one run per changed class (a larger one for batch runs, see
+# bioasset.jobs.taxon_images_batch), so a run's fixed cost counts once per class. The run is a single step: the in-process executor runs it in the run's
 # own process, where the default multiprocess executor would start (and load this code location in)
 # a second one, which doubled that cost. The price: a crash in native code (libjpeg, OpenCV) ends the
 # run worker itself rather than a step process, and with the default run launcher such a run stays
