@@ -102,10 +102,12 @@ def all_partitions(env: dict[str, str]) -> list[str]:
 
 def update_every_class(partitions: list[str], env: dict[str, str]) -> dict[str, dict[str, object]]:
     """Wall and CPU time of downloading every class (nothing new in any): a run per class, and one batch run."""
+    from bioasset.jobs.taxon_images_batch import batch_run_config  # the current code's: only it has the batch job
+
     per_class = [measured([str(DAGSTER), "job", "execute", "-m", "bioasset.definitions", "-j", "taxon_images_job",
                            "--tags", json.dumps({"dagster/partition": key})], env) for key in partitions]
     config = WORK / "batch-config.json"
-    config.write_text(json.dumps({"ops": {"download_classes": {"config": {"keys": partitions}}}}))
+    config.write_text(json.dumps(batch_run_config(partitions)))
     batch = measured([str(DAGSTER), "job", "execute", "-m", "bioasset.definitions", "-j", "taxon_images_batch_job",
                       "-c", str(config)], env)
     return {

@@ -115,7 +115,7 @@ def build_dataset(summary: DemoSummary, defs) -> str:
     from dagster import DagsterInstance
 
     from bioasset.assets.datasets import taxa_partitions
-    from bioasset.jobs.taxon_images_batch import DOWNLOAD_CLASSES, taxon_images_batch_job
+    from bioasset.jobs.taxon_images_batch import batch_run_config, taxon_images_batch_job
 
     started = time.perf_counter()
     result = materialize_assets(defs, ["dataset_manifest"], DEMO_DATASET)
@@ -127,7 +127,7 @@ def build_dataset(summary: DemoSummary, defs) -> str:
     taxa_keys = sorted(instance.get_dynamic_partitions(taxa_partitions.name))
     # As taxon_images_sensor asks for this many classes: one batch run, one materialization per class.
     batch = defs.resolve_job_def(taxon_images_batch_job.name).execute_in_process(
-        instance=instance, run_config={**QUIET_RUN_CONFIG, "ops": {DOWNLOAD_CLASSES: {"config": {"keys": taxa_keys}}}},
+        instance=instance, run_config={**QUIET_RUN_CONFIG, **batch_run_config(taxa_keys)},
     )
     summary.record("images", started, f"{len(taxa_keys)} taxa partitions downloaded and verified in one "
                                       f"{taxon_images_batch_job.name} run ({batch.run_id[:8]})")

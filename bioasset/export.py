@@ -254,11 +254,6 @@ _SAMPLE_COLUMNS = (
 )
 
 
-def _samples(manifest: Path, order: str) -> Iterator[list[dict[str, Any]]]:
-    """Batches of manifest rows (the columns an export needs) in ``order``."""
-    return manifest_batches(manifest, _SAMPLE_COLUMNS, order)
-
-
 def _with_bytes(store: ImageStore, batch: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], bytes]]:
     """Each row with its image bytes, checked against the manifest's sha256."""
     contents = read_store_files(store, [row["image_path"] for row in batch])
@@ -287,7 +282,7 @@ def _write_imagefolder(
 ) -> int:
     folders = {c.label_id: c.folder for c in classes}
     copied = 0
-    for batch in _samples(manifest, "split, label_id, photo_id"):
+    for batch in manifest_batches(manifest, _SAMPLE_COLUMNS, "split, label_id, photo_id"):
         for row, content in _with_bytes(store, batch):
             relative = f"{row['split']}/{folders[row['label_id']]}/{row['photo_id']}.{_extension(row['image_path'])}"
             path = staging / relative
@@ -308,7 +303,7 @@ def _write_webdataset(
     shard_number = 0
     try:
         # sha256 order is a fixed pseudo-random shuffle: WebDataset loaders read shards in order.
-        for batch in _samples(manifest, "split, sha256"):
+        for batch in manifest_batches(manifest, _SAMPLE_COLUMNS, "split, sha256"):
             for row, content in _with_bytes(store, batch):
                 if row["split"] != current_split or in_shard == shard_size:
                     shard_number = 0 if row["split"] != current_split else shard_number + 1

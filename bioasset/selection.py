@@ -783,10 +783,13 @@ class ImagesCompleteness:
     unavailable: dict[str, int]
     not_downloaded: int  # rows no download has reported on yet
     not_downloaded_keys: list[str]  # the taxa partitions to materialize for them
-    #: Rows whose download failed (server errors or timeouts past the retries, a store that would
-    #: not take the write): worth another try, unlike a photo deleted upstream or a corrupt one.
-    failed: int = 0
     failed_keys: list[str] = field(default_factory=list)  # the taxa partitions to materialize again
+
+    @property
+    def failed(self) -> int:
+        """Rows whose download failed (server errors or timeouts past the retries, a store that
+        would not take the write): worth another try, unlike a photo deleted upstream or a corrupt one."""
+        return self.unavailable.get(Outcome.FAILED.value, 0)
 
     @property
     def complete(self) -> bool:
@@ -874,7 +877,6 @@ def manifest_with_images(warehouse: Warehouse, name: str) -> tuple[pa.Table, Ima
         unavailable={k: int(v) for k, v in sorted(unavailable.items())},
         not_downloaded=int(not_downloaded),
         not_downloaded_keys=not_downloaded_keys,
-        failed=int(unavailable.get(Outcome.FAILED.value, 0)),
         failed_keys=failed_keys,
     )
     return table, completeness, info

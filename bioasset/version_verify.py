@@ -20,11 +20,13 @@ write its journal), and when every image is missing: that is the wrong image sto
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from enum import StrEnum
 from typing import Any
 
@@ -37,12 +39,12 @@ from bioasset.registry import (
     DatasetVersion,
     WarehouseLike,
     as_image_store,
+    catalog,
     manifest_batches,
     manifest_path,
     read_store_files,
 )
 from bioasset.selection import taxon_key
-from bioasset.warehouse import sql_string
 
 #: Problem images named one by one in a report; the counts cover all.
 SHOWN_PROBLEMS = 20
@@ -199,8 +201,8 @@ def verify_version(
     source_urls: dict[int, str] = {}
     recorded: dict[int, str] = {}
     last_log = time.monotonic()
+    total = version.images  # the rows with an image: a version keeps no others
     try:
-        total = _images_in(manifest)
         for batch in manifest_batches(manifest, _COLUMNS, "image_path", where="image_path IS NOT NULL"):
             contents = read_store_files(store, [row["image_path"] for row in batch])
             for row in batch:
@@ -228,10 +230,40 @@ def verify_version(
     return report
 
 
-def _images_in(manifest: Any) -> int:
-    with duckdb.connect() as con:
-        query = f"SELECT count(*) FROM read_parquet({sql_string(str(manifest))}) WHERE image_path IS NOT NULL"
-        return con.execute(query).fetchone()[0]
+@dataclass
+class LatestVersions:
+    """What :func:`verify_latest_versions` found: a report per version it could read, and why it
+    could not read the others."""
+
+    reports: list[VerifyReport]
+    unreadable: list[str]
+
+    @property
+    def intact(self) -> bool:
+        return not self.unreadable and all(report.intact for report in self.reports)
+
+    def description(self) -> str:
+        problems = self.unreadable + [report.advice() for report in self.reports if not report.intact]
+        return " ".join(problems) or (
+            f"All {sum(r.checked for r in self.reports)} images of {', '.join(r.version.ref for r in self.reports)} "
+            "are as frozen."
+        )
+
+
+def verify_latest_versions(
+    warehouse: WarehouseLike, names: list[str], image_store: ImageStore | str | None = None, *,
+    log: Callable[[str], None] | None = None,
+) -> LatestVersions:
+    """:func:`verify_version` for the latest version of each dataset in ``names`` that has one; a
+    version that cannot be read is reported, and the others are checked all the same."""
+    latest = {version.name: version for version in catalog(warehouse) if version.name in names}  # by sequence: last wins
+    result = LatestVersions([], [])
+    for version in latest.values():
+        try:
+            result.reports.append(verify_version(warehouse, version, image_store, log=log))
+        except VerifyError as error:
+            result.unreadable.append(str(error))
+    return result
 
 
 def _check(row: dict[str, Any], content: bytes | Exception, report: VerifyReport) -> ImageProblem | None:
@@ -262,7 +294,7 @@ class _Planned:
     path: str  # where the file is (or belongs)
     quarantine_path: str
     journal: str  # the journal to download into
-    class_journals: list[str]  # every journal of the class in that size folder
+    running_journals: list[str]  # journals of the class there whose taxon_images run has not finished
 
 
 def _repair(
@@ -276,7 +308,9 @@ def _repair(
 ) -> list[ImageProblem]:
     """Set changed files aside, download every problem image again, then read each back: only the
     store's bytes say whether the version is whole again."""
-    plans = [_plan(store, problem, source_urls[problem.photo_id]) for problem in problems]
+    # One listing of a size folder's journals per class, however many of its images are damaged.
+    journals_of = functools.cache(partial(_class_journals, store))
+    plans = [_plan(store, problem, source_urls[problem.photo_id], journals_of) for problem in problems]
     _refuse_unfinished_runs(store, plans)
     outcome: dict[int, ImageProblem] = {}
     for plan in plans:
@@ -284,7 +318,7 @@ def _repair(
             reason = {"photo_id": plan.problem.photo_id, "source_url": plan.item.source_url,
                       "rejection": f"{plan.problem.problem.value}_since_frozen", "reason": plan.problem.detail}
             try:
-                quarantine_file(store, plan.quarantine_path, reason, stored_path=plan.path)
+                quarantine_file(store, plan.path, plan.quarantine_path, reason)
             except OSError as error:  # left in place, the engine would trust it by its size: do not download
                 outcome[plan.problem.photo_id] = replace(
                     plan.problem, repair=Repair.NOT_RESTORED,
@@ -313,7 +347,9 @@ def _repair(
     return [outcome[problem.photo_id] for problem in problems]
 
 
-def _plan(store: ImageStore, problem: ImageProblem, source_url: str) -> _Planned:
+def _plan(
+    store: ImageStore, problem: ImageProblem, source_url: str, journals_of: Callable[..., tuple[str, list[str]]]
+) -> _Planned:
     """The download and paths that repair ``problem``; VerifyError when the version's image_path
     cannot be one the engine writes."""
     try:
@@ -330,8 +366,8 @@ def _plan(store: ImageStore, problem: ImageProblem, source_url: str) -> _Planned
             "or downloaded. Fix: this version's manifest was not written by bioasset's download engine; freeze the "
             "dataset again (materialize taxon_images for its classes, then dataset_version)."
         ) from error
-    journal, class_journals = _class_journals(store, source, stored_size, problem.label_id, problem.taxon_key)
-    return _Planned(problem, item, source, stored_size, resize, quality, path, quarantine_path, journal, class_journals)
+    journal, running = journals_of(source, stored_size, problem.label_id, problem.taxon_key)
+    return _Planned(problem, item, source, stored_size, resize, quality, path, quarantine_path, journal, running)
 
 
 def _has_journals(store: ImageStore, problems: list[ImageProblem]) -> bool:
@@ -347,21 +383,22 @@ def _has_journals(store: ImageStore, problems: list[ImageProblem]) -> bool:
 
 
 def _class_journals(store: ImageStore, source: str, stored_size: str, label_id: int, fallback: str) -> tuple[str, list[str]]:
-    """The journal that the class's ``taxon_images`` runs keep in this size folder, and every
-    journal of the class there (whose runs may be going). Journals are named after the class's
-    partition key, ``{label_id}-{slug}``, and the slug follows the class's current name, which may
-    differ from the version's; of several, the last written is the current one. Without any, the
-    version's key."""
+    """The journal that the class's ``taxon_images`` runs keep in this size folder, and those of
+    the class's journals there whose run has not finished (a ``.running`` marker beside them).
+    Journals are named after the class's partition key, ``{label_id}-{slug}``, and the slug follows
+    the class's current name, which may differ from the version's; of several, the last written is
+    the current one. Without any, the version's key."""
     folder = store.journal_folder(source, stored_size).rstrip("/")
     try:
         names = [entry.rsplit("/", 1)[-1] for entry in store.fs.ls(folder, detail=False)]
     except FileNotFoundError:
-        return fallback, [fallback]
+        return fallback, []
     prefix = f"{label_id}-"
     written = [name.removesuffix(".jsonl") for name in names if name.startswith(prefix) and name.endswith(".jsonl")]
-    running = [name.removesuffix(".jsonl.running") for name in names if name.startswith(prefix) and name.endswith(".jsonl.running")]
+    running = sorted(name.removesuffix(".jsonl.running") for name in names
+                     if name.startswith(prefix) and name.endswith(".jsonl.running"))
     if not written:
-        return fallback, sorted({fallback, *running})
+        return fallback, running
 
     def last_written(key: str) -> tuple[float, str]:
         try:
@@ -369,21 +406,21 @@ def _class_journals(store: ImageStore, source: str, stored_size: str, label_id: 
         except (OSError, NotImplementedError):
             return 0.0, key
 
-    return max(written, key=last_written), sorted({fallback, *written, *running})
+    return max(written, key=last_written), running
 
 
 def _refuse_unfinished_runs(store: ImageStore, plans: list[_Planned]) -> None:
     """VerifyError when a ``taxon_images`` run of a class to repair has not finished: its journal
     would overwrite the repair's (the engine leaves ``{journal}.running`` while it runs)."""
-    checked = sorted({(key, p.source, p.stored_size) for p in plans for key in p.class_journals})
-    for journal, source, stored_size in checked:
+    unfinished = sorted({(key, p.source, p.stored_size) for p in plans for key in p.running_journals})
+    if unfinished:
+        journal, source, stored_size = unfinished[0]
         marker = f"{store.journal_path(source, stored_size, journal)}.running"
-        if store.fs.exists(marker):
-            raise VerifyError(
-                f"A taxon_images run of class {journal} has not finished ({marker} exists). Nothing was moved or "
-                "downloaded. Fix: wait for the run to end and repair again; if no run is going (it was killed), "
-                f"materialize taxon_images for {journal} first: its run finishes what the killed one left."
-            )
+        raise VerifyError(
+            f"A taxon_images run of class {journal} has not finished ({marker} exists). Nothing was moved or "
+            "downloaded. Fix: wait for the run to end and repair again; if no run is going (it was killed), "
+            f"materialize taxon_images for {journal} first: its run finishes what the killed one left."
+        )
 
 
 def _repaired(problem: ImageProblem, download: ItemResult, content: bytes | Exception, recorded_sha256: str) -> ImageProblem:

@@ -49,7 +49,7 @@ from bioasset.selection import (
     taxon_key,
 )
 from bioasset.jobs import taxon_images_job
-from bioasset.jobs.taxon_images_batch import DOWNLOAD_CLASSES, taxon_images_batch_job
+from bioasset.jobs.taxon_images_batch import batch_keys, batch_run_config, taxon_images_batch_job
 from bioasset.sensors import dataset_sensors
 from bioasset.sensors.dataset_sensors import dataset_version_sensor, taxon_images_sensor
 from bioasset.warehouse import DuckDBSettings, Warehouse
@@ -179,7 +179,7 @@ def dagster_instance(tmp_path: Path) -> Iterator[DagsterInstance]:
 
 def requested_classes(request) -> list[str]:
     if request.job_name == taxon_images_batch_job.name:
-        return request.run_config["ops"][DOWNLOAD_CLASSES]["config"]["keys"]
+        return batch_keys(request.run_config)
     return [request.partition_key]
 
 
@@ -489,7 +489,7 @@ def test_many_changed_classes_are_downloaded_in_batch_runs(tmp_path, monkeypatch
 
         unknown = batch_job.execute_in_process(
             instance=instance, raise_on_error=False,
-            run_config={"ops": {DOWNLOAD_CLASSES: {"config": {"keys": ["1-no-such-class"]}}}},
+            run_config=batch_run_config(["1-no-such-class"]),
         )
         failure = next(e for e in unknown.all_events if e.is_step_failure).step_failure_data.error.message
         assert not unknown.success and "1-no-such-class" in failure and "Fix:" in failure

@@ -80,7 +80,7 @@ def test_classes_of_unfinished_download_runs_count_as_in_flight():
     from dagster import DagsterRunStatus, instance_for_test
 
     from bioasset.definitions import defs
-    from bioasset.jobs.taxon_images_batch import DOWNLOAD_CLASSES
+    from bioasset.jobs.taxon_images_batch import batch_run_config
     from bioasset.sensors.dataset_sensors import classes_in_flight
 
     with instance_for_test() as instance:
@@ -90,9 +90,9 @@ def test_classes_of_unfinished_download_runs_count_as_in_flight():
         run("taxon_images_job", DagsterRunStatus.NOT_STARTED, tags={"dagster/partition": "1-queued"})
         run("taxon_images_job", DagsterRunStatus.STARTED, tags={"dagster/partition": "2-running"})
         run("taxon_images_job", DagsterRunStatus.SUCCESS, tags={"dagster/partition": "3-done"})
-        batch = {"ops": {DOWNLOAD_CLASSES: {"config": {"keys": ["4-batched", "5-batched"]}}}}
+        batch = batch_run_config(["4-batched", "5-batched"])
         run("taxon_images_batch_job", DagsterRunStatus.STARTED, run_config=batch)
-        finished = {"ops": {DOWNLOAD_CLASSES: {"config": {"keys": ["6-finished"]}}}}
+        finished = batch_run_config(["6-finished"])
         run("taxon_images_batch_job", DagsterRunStatus.FAILURE, run_config=finished)
         run("ingest_snapshot_job", DagsterRunStatus.STARTED, tags={"dagster/partition": "2026-10-27"})
 

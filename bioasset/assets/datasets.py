@@ -52,7 +52,7 @@ from pydantic import Field
 from bioasset.assets.ingest import WAREHOUSE_POOL
 from bioasset.assets.metadata import markdown_table
 from bioasset.dataset_spec import DatasetSpec, load_specs
-from bioasset.registry import card_dir, catalog, freeze_version
+from bioasset.registry import card_dir, freeze_version
 from bioasset.resources import OpenDataBucket, WarehouseResource
 from bioasset.resources.image_store import ImageStoreResource
 from bioasset.selection import (
@@ -273,28 +273,17 @@ def build_dataset_assets(specs_dir: str | os.PathLike[str] | None = None) -> Dat
     def images_match_version(
         context: AssetCheckExecutionContext, warehouse: WarehouseResource, image_store: ImageStoreResource
     ) -> AssetCheckResult:
-        from bioasset.version_verify import VerifyError, verify_version
+        from bioasset.version_verify import verify_latest_versions
 
-        wh, store = warehouse.warehouse(), image_store.store()
         names = list(datasets_partitions.get_partition_keys())
-        latest = {name: versions[-1] for name in names if (versions := catalog(wh, name))}
-        if not latest:
+        result = verify_latest_versions(warehouse.warehouse(), names, image_store.store(), log=context.log.info)
+        if not result.reports and not result.unreadable:
             return AssetCheckResult(
                 passed=False, severity=AssetCheckSeverity.WARN,
                 description=f"No frozen version of {', '.join(names)} yet. Fix: materialize dataset_version first.",
             )
-        reports, unreadable = [], []
-        for version in latest.values():
-            try:
-                reports.append(verify_version(wh, version, store, log=context.log.info))
-            except VerifyError as error:  # one damaged version must not hide the others' results
-                unreadable.append(str(error))
-        broken = [report.advice() for report in reports if not report.intact]
-        described = " ".join(unreadable + broken) or (
-            f"All {sum(r.checked for r in reports)} images of {', '.join(r.version.ref for r in reports)} are as frozen."
-        )
-        metadata = {**(_verify_metadata(reports) if reports else {}), "unreadable_versions": len(unreadable)}
-        return AssetCheckResult(passed=not broken and not unreadable, description=described, metadata=metadata)
+        metadata = {**(_verify_metadata(result.reports) if result.reports else {}), "unreadable_versions": len(result.unreadable)}
+        return AssetCheckResult(passed=result.intact, description=result.description(), metadata=metadata)
 
     return DatasetAssets(folder, datasets_partitions, dataset_manifest, taxon_images, dataset_version, images_match_version)
 

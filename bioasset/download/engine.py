@@ -429,7 +429,7 @@ class _Run:
         if os.path.exists(marker):
             folder = self.store.folder_for(self.settings.source, stored_size)
             self.stale_temp_files_removed += remove_stale_temp_files(folder)
-        os.makedirs(os.path.dirname(marker), exist_ok=True)
+        os.makedirs(self.store.journal_folder(self.settings.source, stored_size), exist_ok=True)
         with open(marker, "w") as handle:
             handle.write(f"{os.getpid()}\n")
         self.running_markers.append(marker)
@@ -448,15 +448,15 @@ class _Run:
         item = task.item
         journal = self.journals[task.stored_size]
         stored_bytes = task.stored_bytes
-        if not self.store.is_local:
+        if not self.store.is_local:  # a local store's journal was consulted before the downloads (_split_journaled)
             try:
                 stored_bytes = await self.store_pool.run(_remote_size, self.store.fs, task.path)
             except OSError as error:
                 return ItemResult(item, Outcome.FAILED, reason=f"cannot check the store at {task.path}: {error}")
-        if stored_bytes is not None:
             skipped = self._journaled(task, stored_bytes)
             if skipped is not None:
                 return skipped
+        if stored_bytes is not None:
             # Written after the last journal checkpoint (or changed since): verify what is there.
             skipped = await self._verify_stored(task)
             if skipped is not None:
@@ -544,7 +544,7 @@ class _Run:
         """Keep the rejected bytes (``data``, or the stored file when None) with a reason beside them."""
         reason = {"photo_id": task.item.photo_id, "source_url": task.item.source_url, "rejection": rejected.kind,
                   "reason": rejected.reason}
-        quarantine_file(self.store, self._quarantine_path(task), reason, data=data, stored_path=task.path)
+        quarantine_file(self.store, task.path, self._quarantine_path(task), reason, data=data)
 
     async def _checkpoint_periodically(self) -> None:
         while True:
@@ -575,15 +575,12 @@ class _Run:
 
 
 def quarantine_file(
-    store: ImageStore, quarantine_path: str, reason: Mapping[str, Any], *, data: bytes | None = None,
-    stored_path: str | None = None,
+    store: ImageStore, stored_path: str, quarantine_path: str, reason: Mapping[str, Any], *, data: bytes | None = None
 ) -> None:
     """Keep bytes that are not a sound image at ``quarantine_path``, with ``reason`` (and the time)
     beside them as ``.reason.json``: ``data`` is written there, or else the file at ``stored_path``
     is moved there, so the store no longer holds it."""
     if data is None:
-        if stored_path is None:
-            raise ValueError("quarantine_file needs the bytes (data) or the stored file to move (stored_path)")
         store.fs.makedirs(quarantine_path.rsplit("/", 1)[0], exist_ok=True)
         store.fs.mv(stored_path, quarantine_path)
     else:

@@ -19,6 +19,7 @@ error this path steps aside (returns None) and the caller decodes with Pillow.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -26,9 +27,6 @@ from PIL import Image
 
 #: Pillow modes this path handles, and the simplejpeg colour space that decodes them.
 _COLORSPACES = {"RGB": "RGB", "L": "GRAY"}
-
-_cv2 = None
-
 
 def handles(image: Image.Image) -> bool:
     """Whether ``image`` (opened, not loaded) can take the fast path: a JPEG in RGB or greyscale."""
@@ -83,13 +81,11 @@ def _kernel_size(sigma: float) -> int:
     return 2 * math.ceil(3 * sigma) + 1 if sigma else 1
 
 
+@functools.cache
 def _opencv():  # noqa: ANN202 - the cv2 module
     """OpenCV, imported once. Its own thread pool is turned off: the engine already runs one
     decode thread per CPU, and a second level of threads only adds hand-offs."""
-    global _cv2
-    if _cv2 is None:
-        import cv2
+    import cv2
 
-        cv2.setNumThreads(1)
-        _cv2 = cv2
-    return _cv2
+    cv2.setNumThreads(1)
+    return cv2

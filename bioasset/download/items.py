@@ -17,7 +17,7 @@ from typing import Any
 import fsspec
 
 from bioasset.inat_format import IMAGE_SIZES, photo_key
-from bioasset.storage import atomic_write_bytes, atomic_write_local, filesystem_for, join
+from bioasset.storage import atomic_write_bytes, filesystem_for, join
 
 #: Accepted file extensions -> the Pillow format a resized image is re-encoded to. The bytes may be
 #: any of these formats (sources mislabel some); without a resize they are stored as they came.
@@ -154,10 +154,8 @@ class ImageStore:
         protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
         #: Local stores are checked with cheap inline syscalls; remote ones off the event loop.
         self.is_local = protocol in ("file", "local")
-        #: ``write_atomic(path, data)``: temp file then rename; plain system calls on a local disk.
-        self.write_atomic: Callable[[str, bytes], None] = (
-            atomic_write_local if self.is_local else partial(atomic_write_bytes, self.fs)
-        )
+        #: ``write_atomic(path, data)``: temp file then rename (plain system calls on a local disk).
+        self.write_atomic: Callable[[str, bytes], None] = partial(atomic_write_bytes, self.fs)
 
     def __repr__(self) -> str:
         return f"ImageStore({self.url!r})"

@@ -16,6 +16,8 @@ Its own module: it imports the dataset assets, which import ``bioasset.jobs`` fo
 """
 
 import traceback
+from collections.abc import Mapping
+from typing import Any
 
 from dagster import AssetMaterialization, Failure, OpExecutionContext, in_process_executor, job, op
 from pydantic import Field
@@ -25,8 +27,18 @@ from bioasset.assets.metadata import markdown_table
 from bioasset.resources import OpenDataBucket, WarehouseResource
 from bioasset.resources.image_store import ImageStoreResource
 
-#: The op's name, for run config: ``{"ops": {DOWNLOAD_CLASSES: {"config": {"keys": [...]}}}}``.
+#: The op's name in run config: see :func:`batch_run_config`.
 DOWNLOAD_CLASSES = "download_classes"
+
+
+def batch_run_config(keys: list[str]) -> dict[str, Any]:
+    """The run config of a ``taxon_images_batch_job`` run that downloads the classes ``keys``."""
+    return {"ops": {DOWNLOAD_CLASSES: {"config": {"keys": list(keys)}}}}
+
+
+def batch_keys(run_config: Mapping[str, Any] | None) -> list[str]:
+    """The classes of a ``taxon_images_batch_job`` run, from its run config (none if it has none)."""
+    return list((run_config or {}).get("ops", {}).get(DOWNLOAD_CLASSES, {}).get("config", {}).get("keys", []))
 
 
 class TaxonImagesBatchConfig(TaxonImagesConfig):

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from dagster import (
     AssetKey,
@@ -48,7 +50,7 @@ from dagster import (
 from bioasset.assets.datasets import taxa_partitions
 from bioasset.download import Outcome
 from bioasset.jobs import taxon_images_job
-from bioasset.jobs.taxon_images_batch import DOWNLOAD_CLASSES, taxon_images_batch_job
+from bioasset.jobs.taxon_images_batch import batch_keys, batch_run_config, taxon_images_batch_job
 from bioasset.resources import WarehouseResource
 from bioasset.selection import class_photo_set_hashes, current_manifests, manifest_class_keys, manifest_with_images
 
@@ -94,13 +96,16 @@ def last_downloads(instance: DagsterInstance, keys: set[str] | None = None) -> d
     downloads = {}
     for record in records:
         materialization = record.asset_materialization
-        value = materialization.metadata.get(PHOTO_SET_HASH) if materialization else None
-        if materialization and materialization.partition and value is not None:
-            failed = materialization.metadata.get(Outcome.FAILED.value)
-            downloads[materialization.partition] = LastDownload(
-                str(value.value), int(failed.value) if failed is not None else 0, record.storage_id, record.timestamp
-            )
+        photo_set_hash, failed = _recorded(materialization.metadata if materialization else {})
+        if materialization and materialization.partition and photo_set_hash is not None:
+            downloads[materialization.partition] = LastDownload(photo_set_hash, failed, record.storage_id, record.timestamp)
     return downloads
+
+
+def _recorded(metadata: Mapping[str, Any]) -> tuple[str | None, int]:
+    """The photo set hash (None if absent) and the failed downloads a taxon_images materialization recorded."""
+    value, failed = metadata.get(PHOTO_SET_HASH), metadata.get(Outcome.FAILED.value)
+    return (str(value.value) if value is not None else None), (int(failed.value) if failed is not None else 0)
 
 
 def failed_retries_so_far(instance: DagsterInstance, key: str, photo_set_hash: str) -> int:
@@ -111,9 +116,8 @@ def failed_retries_so_far(instance: DagsterInstance, key: str, photo_set_hash: s
     ).records  # newest first
     streak = 0
     for record in records:
-        metadata = record.asset_materialization.metadata if record.asset_materialization else {}
-        same_set = (value := metadata.get(PHOTO_SET_HASH)) is not None and str(value.value) == photo_set_hash
-        if not same_set or not (failed := metadata.get(Outcome.FAILED.value)) or not int(failed.value):
+        recorded_hash, failed = _recorded(record.asset_materialization.metadata if record.asset_materialization else {})
+        if recorded_hash != photo_set_hash or not failed:
             break
         streak += 1
     return max(0, streak - 1)
@@ -161,7 +165,7 @@ def run_requests(classes: list[ClassRun]) -> list[RunRequest]:
         requests.append(RunRequest(
             job_name=taxon_images_batch_job.name,
             run_key=f"batch:{digest}",
-            run_config={"ops": {DOWNLOAD_CLASSES: {"config": {"keys": [c.key for c in batch]}}}},
+            run_config=batch_run_config([c.key for c in batch]),
             tags={"bioasset/classes": str(len(batch)), "bioasset/first_class": batch[0].key,
                   **({BATCH_RETRIES_TAG: str(retries)} if retries else {})},
         ))
@@ -174,8 +178,7 @@ def classes_in_flight(instance: DagsterInstance) -> set[str]:
     busy: set[str] = set()
     for run in instance.get_runs(RunsFilter(statuses=UNFINISHED_RUN_STATUSES)):
         if run.job_name == taxon_images_batch_job.name:
-            config = (run.run_config or {}).get("ops", {}).get(DOWNLOAD_CLASSES, {}).get("config", {})
-            busy.update(config.get("keys", []))
+            busy.update(batch_keys(run.run_config))
         elif run.job_name == taxon_images_job.name or TAXON_IMAGES in (run.asset_selection or ()):
             # A job's run may carry no asset selection of its own (the job's whole selection).
             if partition := run.tags.get("dagster/partition"):
@@ -200,9 +203,8 @@ def taxon_images_sensor(context: SensorEvaluationContext, warehouse: WarehouseRe
     have = last_downloads(context.instance, set(wanted))
     busy = classes_in_flight(context.instance)
     changed = sorted(key for key, digest in wanted.items() if key not in have or have[key].photo_set_hash != digest)
-    retry, spent = due_failed_retries(
-        context.instance, {k: v for k, v in have.items() if k in wanted and k not in changed}, time.time()
-    )
+    unchanged = {key: download for key, download in have.items() if wanted.get(key) == download.photo_set_hash}
+    retry, spent = due_failed_retries(context.instance, unchanged, time.time())
     if waiting := sorted(busy & set(changed + retry)):
         context.log.info(
             f"{len(waiting)} classes are in queued or running download runs already: {', '.join(waiting[:20])}. "
@@ -233,9 +235,11 @@ def taxon_images_sensor(context: SensorEvaluationContext, warehouse: WarehouseRe
     )
 
 
-def _latest_storage_id(instance: DagsterInstance, asset: AssetKey, partitions: set[str]) -> int:
-    latest = instance.get_latest_storage_id_by_partition(asset, DagsterEventType.ASSET_MATERIALIZATION, partitions)
-    return max(latest.values(), default=0)
+def _latest_storage_ids(instance: DagsterInstance, asset: AssetKey, partitions: set[str]) -> dict[str, int]:
+    """Partition -> the storage id of its latest materialization of ``asset``: one query for all."""
+    if not partitions:
+        return {}
+    return instance.get_latest_storage_id_by_partition(asset, DagsterEventType.ASSET_MATERIALIZATION, partitions)
 
 
 # Without the asset's images_match_version check: it reads every image of every dataset, not a
@@ -253,13 +257,15 @@ def dataset_version_sensor(context: SensorEvaluationContext, warehouse: Warehous
     partitions_def = context.repository_def.assets_defs_by_key[DATASET_VERSION].partitions_def
     datasets = set(partitions_def.get_partition_keys()) if partitions_def else set()
     requests, waiting = [], []
-    for name, manifest in current_manifests(wh).items():
-        if name not in datasets:
-            continue  # a manifest left by a spec that is gone: no partition to run
-        # First the event log (cheap): is anything upstream newer than the last version?
-        upstream = max(_latest_storage_id(context.instance, DATASET_MANIFEST, {name}),
-                       _latest_storage_id(context.instance, TAXON_IMAGES, manifest_class_keys(manifest)))
-        if upstream <= _latest_storage_id(context.instance, DATASET_VERSION, {name}):
+    # A manifest left by a spec that is gone has no partition to run.
+    class_keys = {name: manifest_class_keys(manifest) for name, manifest in current_manifests(wh).items() if name in datasets}
+    # First the event log (cheap), one query per asset: is anything upstream newer than the last version?
+    manifest_ids = _latest_storage_ids(context.instance, DATASET_MANIFEST, set(class_keys))
+    version_ids = _latest_storage_ids(context.instance, DATASET_VERSION, set(class_keys))
+    image_ids = _latest_storage_ids(context.instance, TAXON_IMAGES, set().union(*class_keys.values()))
+    for name, keys in class_keys.items():
+        upstream = max([manifest_ids.get(name, 0), *(image_ids.get(key, 0) for key in keys)])
+        if upstream <= version_ids.get(name, 0):
             continue
         completeness = manifest_with_images(wh, name)[1]
         if not completeness.complete:
